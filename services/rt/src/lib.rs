@@ -1,0 +1,2 @@
+//! The Cordon ring-3 runtime.
+#![no_std]
