@@ -1,0 +1,2 @@
+//! baremetal
+#![no_std]

@@ -1,0 +1,2 @@
+//! demo-guest
+#![no_std]

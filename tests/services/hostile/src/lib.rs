@@ -1,0 +1,2 @@
+//! hostile-service
+#![no_std]
