@@ -1,0 +1,131 @@
+//! Time per emulated instruction for the accesses that matter on trapped
+//! memory (MOV store and load, LOCK XADD, XCHG, a page-splitting LOCK
+//! CMPXCHG8B, REP MOVSD over 4 KiB), each beside the iced-x86 decode-only
+//! time for the same bytes, which is the floor.
+//!
+//! The guest is an in-memory 64-bit guest with 4-level paging (the same
+//! `SharedGuest` the tests use: real atomics, split compare-exchange through a
+//! two-page window), so the numbers are the emulator's own cost plus plain
+//! memory access, without the core's map/cmpxchg system calls.
+
+use abi::ExitMessage;
+use criterion::{Criterion, criterion_group, criterion_main};
+use emulator::{Outcome, emulate};
+use emulator_testkit::drive::{Driven, drive};
+use emulator_testkit::{PageAttributes, PagingMode, Scene};
+use iced_x86::{Decoder, DecoderOptions};
+use std::hint::black_box;
+
+const CODE: u64 = 0x40_0000;
+const DATA: u64 = 0x50_0000;
+const SPLIT: u64 = 0x60_0000;
+const SOURCE: u64 = 0x70_0000;
+const DESTINATION: u64 = 0x71_0000;
+
+const RAX: usize = 0;
+const RCX: usize = 1;
+const RBX: usize = 3;
+const RSI: usize = 6;
+const RDI: usize = 7;
+
+/// One benchmarked instruction: its bytes and the registers it starts with.
+struct Case {
+    name: &'static str,
+    bytes: &'static [u8],
+    registers: &'static [(usize, u64)],
+}
+
+const CASES: [Case; 6] = [
+    Case {
+        name: "mov [rbx], eax (store)",
+        bytes: &[0x89, 0x03],
+        registers: &[(RBX, DATA + 0x40), (RAX, 0x1234_5678)],
+    },
+    Case {
+        name: "mov eax, [rbx] (load)",
+        bytes: &[0x8b, 0x03],
+        registers: &[(RBX, DATA + 0x40)],
+    },
+    Case {
+        name: "lock xadd [rbx], eax",
+        bytes: &[0xf0, 0x0f, 0xc1, 0x03],
+        registers: &[(RBX, DATA + 0x40), (RAX, 1)],
+    },
+    Case {
+        name: "xchg [rbx], eax",
+        bytes: &[0x87, 0x03],
+        registers: &[(RBX, DATA + 0x40), (RAX, 7)],
+    },
+    Case {
+        // Memory holds 0 and EDX:EAX = ECX:EBX = 0, so it always succeeds
+        // and leaves memory as it was.
+        name: "lock cmpxchg8b [rsi] split across pages",
+        bytes: &[0xf0, 0x0f, 0xc7, 0x0e],
+        registers: &[(RSI, SPLIT + 0xffc)],
+    },
+    Case {
+        name: "rep movsd, 4 KiB",
+        bytes: &[0xf3, 0xa5],
+        registers: &[(RSI, SOURCE), (RDI, DESTINATION), (RCX, 1024)],
+    },
+];
+
+fn scene() -> Scene {
+    let mut scene = Scene::new(PagingMode::Level4, 256);
+    scene.map_new(CODE, PageAttributes::USER_RWX);
+    scene.map_new(DATA, PageAttributes::USER_RW);
+    // The two halves of the split access in frames that are not adjacent.
+    let first = scene.map_new(SPLIT, PageAttributes::USER_RW);
+    scene.frames.allocate();
+    let second = scene.map_new(SPLIT + 0x1000, PageAttributes::USER_RW);
+    assert_ne!(first + 0x1000, second);
+    scene.map_new(SOURCE, PageAttributes::USER_RW);
+    scene.map_new(DESTINATION, PageAttributes::USER_RW);
+    scene
+}
+
+fn exit_for(scene: &Scene, case: &Case) -> ExitMessage {
+    scene.write_linear(CODE, case.bytes);
+    let mut exit = scene.exit(0, CODE);
+    for (register, value) in case.registers {
+        exit.state.gprs[*register] = *value;
+    }
+    exit
+}
+
+fn emulation(c: &mut Criterion) {
+    let scene = scene();
+    let mut group = c.benchmark_group("emulate");
+    for case in &CASES {
+        let exit = exit_for(&scene, case);
+        let mut guest = scene.memory.guest();
+        // Fail loudly rather than time an instruction the emulator rejects.
+        let mut probe = exit;
+        let (ending, _) = drive(&mut guest, &mut probe, 100_000);
+        assert_eq!(ending, Driven::Completed, "{}: not emulated", case.name);
+        group.bench_function(format!("emulate {}", case.name), |b| {
+            if case.bytes == [0xf3, 0xa5] {
+                b.iter(|| {
+                    let mut state = exit;
+                    black_box(drive(&mut guest, &mut state, 100_000))
+                })
+            } else {
+                b.iter(|| match emulate(&mut guest, black_box(&exit)) {
+                    Outcome::Retired(retired) => black_box(retired.rip),
+                    other => panic!("{}: {other:?}", case.name),
+                })
+            }
+        });
+        group.bench_function(format!("decode {}", case.name), |b| {
+            b.iter(|| {
+                let mut decoder =
+                    Decoder::with_ip(64, black_box(case.bytes), CODE, DecoderOptions::NONE);
+                black_box(decoder.decode())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, emulation);
+criterion_main!(benches);

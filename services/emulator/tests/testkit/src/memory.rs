@@ -1,0 +1,436 @@
+//! Guest-physical memory for tests: one shared-memory region (a memfd) that any
+//! number of threads reach through [`SharedGuest`], the test implementation of
+//! the emulator's `Guest` trait.
+//!
+//! Every access is a real hardware access with the atomicity the CPU gives:
+//! naturally aligned reads and writes of 1, 2, 4 or 8 bytes are single loads
+//! and stores, other plain accesses are byte-wise atomic, and compare-exchange
+//! is one `LOCK CMPXCHG` / `LOCK CMPXCHG16B` on the backing memory. A
+//! compare-exchange whose bytes continue in a second, non-adjacent frame is
+//! done exactly as the Cordon core does it: both frames are mapped next to
+//! each other in a per-thread two-page window (a second mapping of the same
+//! memfd pages) and one locked instruction runs across the page boundary.
+
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use emulator::{Guest, MemoryError};
+use std::sync::atomic::AtomicUsize;
+
+/// Size of a guest frame.
+pub const FRAME_SIZE: usize = 4096;
+
+/// A block of guest-physical memory starting at guest-physical address 0.
+pub struct GuestMemory {
+    fd: libc::c_int,
+    base: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the region is shared memory that is only ever accessed through
+// atomic operations (or locked instructions), so concurrent use from several
+// threads is sound; `base` stays valid until `drop`.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above: all accesses are atomic.
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    /// Zeroed memory of `frames` 4 KiB frames.
+    pub fn new(frames: usize) -> GuestMemory {
+        let size = frames.checked_mul(FRAME_SIZE).expect("memory size");
+        // SAFETY: memfd_create with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"cordon-guest-memory".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0, "memfd_create failed");
+        // SAFETY: fd is the memfd created above.
+        let resized = unsafe { libc::ftruncate(fd, size as libc::off_t) };
+        assert_eq!(resized, 0, "ftruncate failed");
+        // SAFETY: a fresh shared mapping of the whole memfd; the kernel picks the address.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "mmap of guest memory failed");
+        GuestMemory {
+            fd,
+            base: base.cast(),
+            size,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size as u64
+    }
+
+    /// A host pointer to `len` bytes at `gpa`, if they are inside the memory.
+    fn host(&self, gpa: u64, len: usize) -> Option<*mut u8> {
+        let end = gpa.checked_add(len as u64)?;
+        if end > self.size as u64 {
+            return None;
+        }
+        // SAFETY: gpa + len <= size, so the pointer stays inside the mapping.
+        Some(unsafe { self.base.add(gpa as usize) })
+    }
+
+    /// Reads bytes at `gpa` (any length, any alignment, may cross frames).
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let ptr = self.host(gpa, buf.len()).ok_or(MemoryError::NoAccess)?;
+        // SAFETY: ptr covers buf.len() bytes of the live mapping.
+        unsafe { atomic_read(ptr, buf) };
+        Ok(())
+    }
+
+    /// Writes bytes at `gpa` (any length, any alignment, may cross frames).
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let ptr = self.host(gpa, data.len()).ok_or(MemoryError::NoAccess)?;
+        // SAFETY: ptr covers data.len() bytes of the live mapping.
+        unsafe { atomic_write(ptr, data) };
+        Ok(())
+    }
+
+    pub fn read_u32(&self, gpa: u64) -> u32 {
+        let mut bytes = [0; 4];
+        self.read(gpa, &mut bytes).expect("read_u32 inside memory");
+        u32::from_le_bytes(bytes)
+    }
+
+    pub fn read_u64(&self, gpa: u64) -> u64 {
+        let mut bytes = [0; 8];
+        self.read(gpa, &mut bytes).expect("read_u64 inside memory");
+        u64::from_le_bytes(bytes)
+    }
+
+    pub fn write_u32(&self, gpa: u64, value: u32) {
+        self.write(gpa, &value.to_le_bytes())
+            .expect("write_u32 inside memory");
+    }
+
+    pub fn write_u64(&self, gpa: u64, value: u64) {
+        self.write(gpa, &value.to_le_bytes())
+            .expect("write_u64 inside memory");
+    }
+
+    /// A copy of `len` bytes at `gpa`.
+    pub fn snapshot(&self, gpa: u64, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        self.read(gpa, &mut bytes).expect("snapshot inside memory");
+        bytes
+    }
+
+    /// A `Guest` for one thread, with its own two-page window.
+    pub fn guest(&self) -> SharedGuest<'_> {
+        SharedGuest::new(self)
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: base/size is the mapping made in `new`; nothing borrows it
+        // any more (SharedGuest borrows self).
+        unsafe {
+            libc::munmap(self.base.cast(), self.size);
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// How a [`SharedGuest`] was used: lets tests check, for example, that a
+/// locked instruction never wrote with a plain store.
+#[derive(Debug, Default)]
+pub struct AccessCounts {
+    pub reads: AtomicUsize,
+    pub writes: AtomicUsize,
+    pub compare_exchanges: AtomicUsize,
+    pub split_compare_exchanges: AtomicUsize,
+}
+
+/// One thread's door to [`GuestMemory`]: implements `emulator::Guest`.
+pub struct SharedGuest<'a> {
+    memory: &'a GuestMemory,
+    /// Two reserved pages where a frame pair is mapped for a split access.
+    window: *mut u8,
+    /// The frame pair currently mapped in the window.
+    window_frames: Option<[u64; 2]>,
+    pub counts: AccessCounts,
+}
+
+impl<'a> SharedGuest<'a> {
+    fn new(memory: &'a GuestMemory) -> SharedGuest<'a> {
+        // SAFETY: reserves two inaccessible anonymous pages; the kernel picks the address.
+        let window = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                2 * FRAME_SIZE,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(window, libc::MAP_FAILED, "mmap of the split window failed");
+        SharedGuest {
+            memory,
+            window: window.cast(),
+            window_frames: None,
+            counts: AccessCounts::default(),
+        }
+    }
+
+    pub fn memory(&self) -> &'a GuestMemory {
+        self.memory
+    }
+
+    /// Maps frames `first` and `second` (guest-physical page addresses) at
+    /// the window and returns its address.
+    fn map_window(&mut self, first: u64, second: u64) -> Result<*mut u8, MemoryError> {
+        if self.window_frames == Some([first, second]) {
+            return Ok(self.window);
+        }
+        for (slot, frame) in [first, second].into_iter().enumerate() {
+            if !frame.is_multiple_of(FRAME_SIZE as u64)
+                || self.memory.host(frame, FRAME_SIZE).is_none()
+            {
+                return Err(MemoryError::NoAccess);
+            }
+            // SAFETY: replaces one page of our own reserved window with a
+            // shared mapping of a frame of the memfd (inside its size).
+            let mapped = unsafe {
+                libc::mmap(
+                    self.window.add(slot * FRAME_SIZE).cast(),
+                    FRAME_SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    self.memory.fd,
+                    frame as libc::off_t,
+                )
+            };
+            if mapped == libc::MAP_FAILED {
+                self.window_frames = None;
+                return Err(MemoryError::Failed);
+            }
+        }
+        self.window_frames = Some([first, second]);
+        Ok(self.window)
+    }
+}
+
+impl Drop for SharedGuest<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the window is the two-page mapping made in `new`.
+        unsafe { libc::munmap(self.window.cast(), 2 * FRAME_SIZE) };
+    }
+}
+
+fn within_one_frame(gpa: u64, len: usize) -> bool {
+    len <= FRAME_SIZE && (gpa % FRAME_SIZE as u64) + len as u64 <= FRAME_SIZE as u64
+}
+
+impl Guest for SharedGuest<'_> {
+    fn read_physical(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.counts.reads.fetch_add(1, Ordering::Relaxed);
+        if !within_one_frame(gpa, buf.len()) {
+            return Err(MemoryError::NoAccess);
+        }
+        self.memory.read(gpa, buf)
+    }
+
+    fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        self.counts.writes.fetch_add(1, Ordering::Relaxed);
+        if !within_one_frame(gpa, data.len()) {
+            return Err(MemoryError::NoAccess);
+        }
+        self.memory.write(gpa, data)
+    }
+
+    fn compare_exchange(
+        &mut self,
+        pages: [u64; 2],
+        offset: u16,
+        expected: &[u8],
+        new: &[u8],
+        current: &mut [u8],
+    ) -> Result<bool, MemoryError> {
+        self.counts
+            .compare_exchanges
+            .fetch_add(1, Ordering::Relaxed);
+        let width = expected.len();
+        if !matches!(width, 1 | 2 | 4 | 8 | 16)
+            || new.len() != width
+            || current.len() != width
+            || usize::from(offset) >= FRAME_SIZE
+            || !pages[0].is_multiple_of(FRAME_SIZE as u64)
+        {
+            return Err(MemoryError::NoAccess);
+        }
+        let ptr = if usize::from(offset) + width <= FRAME_SIZE {
+            let gpa = pages[0] + u64::from(offset);
+            self.memory.host(gpa, width).ok_or(MemoryError::NoAccess)?
+        } else {
+            self.counts
+                .split_compare_exchanges
+                .fetch_add(1, Ordering::Relaxed);
+            let window = self.map_window(pages[0], pages[1])?;
+            // SAFETY: offset < 4096 and offset + width <= 8192: inside the window.
+            unsafe { window.add(usize::from(offset)) }
+        };
+        // CMPXCHG16B faults on a misaligned operand; the CPU offers no
+        // misaligned 16-byte atomic, and neither does this test guest.
+        if width == 16 && !(ptr as usize).is_multiple_of(16) {
+            return Err(MemoryError::Failed);
+        }
+        // SAFETY: ptr covers `width` bytes of live shared memory (the
+        // mapping or the window that maps two of its frames).
+        Ok(unsafe { locked_compare_exchange(ptr, expected, new, current) })
+    }
+}
+
+/// Reads with the atomicity the CPU gives a plain load of that size.
+///
+/// # Safety
+/// `ptr` must be valid for `buf.len()` bytes.
+unsafe fn atomic_read(ptr: *mut u8, buf: &mut [u8]) {
+    let aligned = (ptr as usize).is_multiple_of(buf.len().max(1));
+    // SAFETY: (all arms) ptr is valid for buf.len() bytes and, in the sized
+    // arms, aligned to the size, as `from_ptr` requires.
+    unsafe {
+        match buf.len() {
+            2 if aligned => buf.copy_from_slice(
+                &AtomicU16::from_ptr(ptr.cast())
+                    .load(Ordering::Acquire)
+                    .to_le_bytes(),
+            ),
+            4 if aligned => buf.copy_from_slice(
+                &AtomicU32::from_ptr(ptr.cast())
+                    .load(Ordering::Acquire)
+                    .to_le_bytes(),
+            ),
+            8 if aligned => buf.copy_from_slice(
+                &AtomicU64::from_ptr(ptr.cast())
+                    .load(Ordering::Acquire)
+                    .to_le_bytes(),
+            ),
+            _ => {
+                for (index, byte) in buf.iter_mut().enumerate() {
+                    *byte = AtomicU8::from_ptr(ptr.add(index)).load(Ordering::Acquire);
+                }
+            }
+        }
+    }
+}
+
+/// Writes with the atomicity the CPU gives a plain store of that size.
+///
+/// # Safety
+/// `ptr` must be valid for `data.len()` bytes.
+unsafe fn atomic_write(ptr: *mut u8, data: &[u8]) {
+    let aligned = (ptr as usize).is_multiple_of(data.len().max(1));
+    // SAFETY: (all arms) ptr is valid for data.len() bytes and, in the sized
+    // arms, aligned to the size, as `from_ptr` requires.
+    unsafe {
+        match data.len() {
+            2 if aligned => AtomicU16::from_ptr(ptr.cast())
+                .store(u16::from_le_bytes([data[0], data[1]]), Ordering::Release),
+            4 if aligned => AtomicU32::from_ptr(ptr.cast()).store(
+                u32::from_le_bytes(data.try_into().expect("4 bytes")),
+                Ordering::Release,
+            ),
+            8 if aligned => AtomicU64::from_ptr(ptr.cast()).store(
+                u64::from_le_bytes(data.try_into().expect("8 bytes")),
+                Ordering::Release,
+            ),
+            _ => {
+                for (index, byte) in data.iter().enumerate() {
+                    AtomicU8::from_ptr(ptr.add(index)).store(*byte, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+/// One locked compare-exchange of `expected.len()` (1, 2, 4, 8 or 16) bytes
+/// at `ptr`, which may be misaligned (except for 16) and may cross a page.
+///
+/// # Safety
+/// `ptr` must be valid for `expected.len()` bytes; 16-aligned for 16.
+unsafe fn locked_compare_exchange(
+    ptr: *mut u8,
+    expected: &[u8],
+    new: &[u8],
+    current: &mut [u8],
+) -> bool {
+    let mut wide_expected = [0u8; 16];
+    let mut wide_new = [0u8; 16];
+    wide_expected[..expected.len()].copy_from_slice(expected);
+    wide_new[..new.len()].copy_from_slice(new);
+    let expected_lo = u64::from_le_bytes(wide_expected[..8].try_into().expect("8 bytes"));
+    let expected_hi = u64::from_le_bytes(wide_expected[8..].try_into().expect("8 bytes"));
+    let new_lo = u64::from_le_bytes(wide_new[..8].try_into().expect("8 bytes"));
+    let new_hi = u64::from_le_bytes(wide_new[8..].try_into().expect("8 bytes"));
+    let stored: u8;
+    let mut found_lo = expected_lo;
+    let mut found_hi = expected_hi;
+    // SAFETY: (all arms) ptr is valid for the width (caller); each arm is a
+    // single locked instruction on it and touches no other memory. rbx is
+    // reserved by LLVM, so CMPXCHG16B saves and restores it around the use.
+    unsafe {
+        match expected.len() {
+            1 => core::arch::asm!(
+                "lock cmpxchg byte ptr [{ptr}], {new}",
+                "sete {stored}",
+                ptr = in(reg) ptr,
+                new = in(reg_byte) new_lo as u8,
+                stored = out(reg_byte) stored,
+                inout("rax") found_lo,
+                options(nostack),
+            ),
+            2 => core::arch::asm!(
+                "lock cmpxchg word ptr [{ptr}], {new:x}",
+                "sete {stored}",
+                ptr = in(reg) ptr,
+                new = in(reg) new_lo,
+                stored = out(reg_byte) stored,
+                inout("rax") found_lo,
+                options(nostack),
+            ),
+            4 => core::arch::asm!(
+                "lock cmpxchg dword ptr [{ptr}], {new:e}",
+                "sete {stored}",
+                ptr = in(reg) ptr,
+                new = in(reg) new_lo,
+                stored = out(reg_byte) stored,
+                inout("rax") found_lo,
+                options(nostack),
+            ),
+            8 => core::arch::asm!(
+                "lock cmpxchg qword ptr [{ptr}], {new}",
+                "sete {stored}",
+                ptr = in(reg) ptr,
+                new = in(reg) new_lo,
+                stored = out(reg_byte) stored,
+                inout("rax") found_lo,
+                options(nostack),
+            ),
+            _ => core::arch::asm!(
+                "xchg {new_lo}, rbx",
+                "lock cmpxchg16b xmmword ptr [{ptr}]",
+                "sete {stored}",
+                "mov rbx, {new_lo}",
+                ptr = in(reg) ptr,
+                new_lo = inout(reg) new_lo => _,
+                stored = out(reg_byte) stored,
+                in("rcx") new_hi,
+                inout("rax") found_lo,
+                inout("rdx") found_hi,
+                options(nostack),
+            ),
+        }
+    }
+    let mut found = [0u8; 16];
+    found[..8].copy_from_slice(&found_lo.to_le_bytes());
+    found[8..].copy_from_slice(&found_hi.to_le_bytes());
+    current.copy_from_slice(&found[..current.len()]);
+    stored != 0
+}

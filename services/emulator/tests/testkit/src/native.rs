@@ -1,0 +1,489 @@
+//! The native side of differential testing: runs one instruction on the host
+//! CPU in a user-mode sandbox at fixed addresses and reports the registers,
+//! flags, vector registers and memory it left, or the exception it raised.
+//!
+//! Layout (all fixed, so the emulated guest can map the same linear addresses):
+//! a code page at [`CODE_BASE`] with generated entry/exit stubs and the
+//! instruction at [`INSTRUCTION_ADDRESS`]; a context page after it (input and
+//! output state, the host stack pointer, a scratch stack); and a data region
+//! at [`DATA_BASE`]: [`WRITABLE_PAGES`] read/write pages, one read-only page,
+//! one inaccessible guard page. Faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL) in
+//! the code page are caught by a handler on an alternate stack that records
+//! the trap number, error code and address (the kernel's copies of the
+//! vector, error code and CR2) and redirects to a recovery stub. Faults
+//! anywhere else go to the handler that was installed before ours.
+//!
+//! One sandbox exists per process; [`with_sandbox`] serialises its users.
+
+use core::ptr;
+use iced_x86::code_asm::*;
+use std::sync::{Mutex, Once};
+
+/// The code page: stubs and the instruction under test.
+pub const CODE_BASE: u64 = 0x3100_0000;
+/// Where the instruction under test starts.
+pub const INSTRUCTION_ADDRESS: u64 = CODE_BASE + 0x800;
+/// The context page (input/output state), right after the code page.
+pub const CONTEXT_BASE: u64 = CODE_BASE + 0x1000;
+/// The data region instruction operands point into.
+pub const DATA_BASE: u64 = 0x3000_0000;
+/// Pages at `DATA_BASE` that are readable and writable.
+pub const WRITABLE_PAGES: u64 = 2;
+/// Index of the read-only page in the data region.
+pub const READ_ONLY_PAGE: u64 = 2;
+/// Index of the inaccessible page in the data region.
+pub const GUARD_PAGE: u64 = 3;
+/// Pages in the data region.
+pub const DATA_PAGES: u64 = 4;
+
+const ENTRY_OFFSET: u64 = 0x000;
+const EXIT_OFFSET: u64 = 0x400;
+const FAULT_EXIT_OFFSET: u64 = 0x600;
+
+const IN_GPRS: u64 = 0;
+const IN_RFLAGS: u64 = 128;
+const OUT_GPRS: u64 = 136;
+const OUT_RFLAGS: u64 = 264;
+const HOST_RSP: u64 = 272;
+const FAULT_SIGNAL: u64 = 280;
+const FAULT_TRAPNO: u64 = 288;
+const FAULT_ERROR: u64 = 296;
+const FAULT_ADDRESS: u64 = 304;
+const FAULT_RIP: u64 = 312;
+const IN_YMM: u64 = 512;
+const OUT_YMM: u64 = 1024;
+const STACK_TOP: u64 = 4096;
+
+/// Flags the sandbox never lets the instruction start with (TF would trap).
+const FORBIDDEN_FLAGS: u64 = 1 << 8;
+const CALLER_FLAGS_TO_CLEAR: i64 = (1 << 8) | (1 << 10) | (1 << 18);
+
+/// Registers in, or out of, a native run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeState {
+    /// In x86 encoding order (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15).
+    pub gprs: [u64; 16],
+    pub rflags: u64,
+    pub ymm: [[u8; 32]; 16],
+}
+
+/// An exception the instruction raised natively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeFault {
+    pub signal: i32,
+    /// The vector (the kernel's trap number).
+    pub vector: u8,
+    pub error_code: u64,
+    /// The faulting address (CR2 for #PF).
+    pub address: u64,
+    pub rip: u64,
+    /// Registers and flags at the fault.
+    pub gprs: [u64; 16],
+    pub rflags: u64,
+}
+
+/// What running one instruction natively came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeOutcome {
+    Completed(NativeState),
+    Faulted(NativeFault),
+}
+
+/// The one sandbox of this process.
+pub struct Sandbox {
+    read_only_contents: Vec<u8>,
+}
+
+static SANDBOX: Mutex<Option<Sandbox>> = Mutex::new(None);
+static INSTALL_HANDLERS: Once = Once::new();
+const CAUGHT_SIGNALS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+static PREVIOUS_ACTIONS: Mutex<Vec<(libc::c_int, libc::sigaction)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static ALTERNATE_STACK: Vec<u8> = install_alternate_stack();
+}
+
+/// Runs `f` with exclusive use of the process's sandbox (created on first use).
+pub fn with_sandbox<R>(f: impl FnOnce(&mut Sandbox) -> R) -> R {
+    let mut guard = SANDBOX
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let sandbox = guard.get_or_insert_with(Sandbox::create);
+    ALTERNATE_STACK.with(|stack| assert!(!stack.is_empty()));
+    f(sandbox)
+}
+
+fn context_pointer(offset: u64) -> *mut u64 {
+    ptr::with_exposed_provenance_mut((CONTEXT_BASE + offset) as usize)
+}
+
+fn read_context(offset: u64) -> u64 {
+    // SAFETY: the context page is mapped for the life of the process.
+    unsafe { ptr::read_volatile(context_pointer(offset)) }
+}
+
+fn write_context(offset: u64, value: u64) {
+    // SAFETY: the context page is mapped for the life of the process.
+    unsafe { ptr::write_volatile(context_pointer(offset), value) }
+}
+
+fn map_fixed(address: u64, len: u64, protection: libc::c_int) {
+    // SAFETY: maps fresh anonymous memory at an address nothing else uses
+    // (MAP_FIXED_NOREPLACE refuses to replace an existing mapping).
+    let mapped = unsafe {
+        libc::mmap(
+            ptr::with_exposed_provenance_mut(address as usize),
+            len as usize,
+            protection,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(
+        mapped as u64, address,
+        "sandbox: cannot map {len:#x} bytes at {address:#x}"
+    );
+}
+
+fn protect(address: u64, len: u64, protection: libc::c_int) {
+    // SAFETY: changes the protection of sandbox pages mapped by `map_fixed`.
+    let result = unsafe {
+        libc::mprotect(
+            ptr::with_exposed_provenance_mut(address as usize),
+            len as usize,
+            protection,
+        )
+    };
+    assert_eq!(result, 0, "sandbox: mprotect failed");
+}
+
+impl Sandbox {
+    fn create() -> Sandbox {
+        map_fixed(
+            CODE_BASE,
+            0x1000,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+        );
+        map_fixed(CONTEXT_BASE, 0x1000, libc::PROT_READ | libc::PROT_WRITE);
+        map_fixed(
+            DATA_BASE,
+            DATA_PAGES * 0x1000,
+            libc::PROT_READ | libc::PROT_WRITE,
+        );
+        let mut read_only_contents = vec![0; 0x1000];
+        crate::Rng::new(0x0c0d_e0ff).fill(&mut read_only_contents);
+        let read_only = DATA_BASE + READ_ONLY_PAGE * 0x1000;
+        // SAFETY: the data region was just mapped read/write.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                read_only_contents.as_ptr(),
+                ptr::with_exposed_provenance_mut(read_only as usize),
+                0x1000,
+            )
+        };
+        protect(read_only, 0x1000, libc::PROT_READ);
+        protect(DATA_BASE + GUARD_PAGE * 0x1000, 0x1000, libc::PROT_NONE);
+        write_stubs();
+        INSTALL_HANDLERS.call_once(install_handlers);
+        Sandbox { read_only_contents }
+    }
+
+    /// The fixed contents of the read-only data page.
+    pub fn read_only_contents(&self) -> &[u8] {
+        &self.read_only_contents
+    }
+
+    /// Overwrites the writable data pages with `contents`
+    /// (`WRITABLE_PAGES * 4096` bytes).
+    pub fn set_writable_data(&mut self, contents: &[u8]) {
+        assert_eq!(contents.len() as u64, WRITABLE_PAGES * 0x1000);
+        // SAFETY: the writable data pages are mapped read/write and no
+        // reference to them exists.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                contents.as_ptr(),
+                ptr::with_exposed_provenance_mut(DATA_BASE as usize),
+                contents.len(),
+            )
+        };
+    }
+
+    /// The current contents of the writable data pages.
+    pub fn writable_data(&self) -> Vec<u8> {
+        let mut contents = vec![0; (WRITABLE_PAGES * 0x1000) as usize];
+        // SAFETY: the writable data pages are mapped and readable.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                ptr::with_exposed_provenance(DATA_BASE as usize),
+                contents.as_mut_ptr(),
+                contents.len(),
+            )
+        };
+        contents
+    }
+
+    /// Runs `instruction` (at most 15 bytes) once at [`INSTRUCTION_ADDRESS`]
+    /// from `input`. TF in the input flags is ignored.
+    pub fn run(&mut self, instruction: &[u8], input: &NativeState) -> NativeOutcome {
+        assert!(instruction.len() <= 15, "instruction longer than 15 bytes");
+        let mut code = instruction.to_vec();
+        let after = INSTRUCTION_ADDRESS + instruction.len() as u64 + 5;
+        let back = (CODE_BASE + EXIT_OFFSET).wrapping_sub(after) as i32;
+        code.push(0xe9);
+        code.extend_from_slice(&back.to_le_bytes());
+        // SAFETY: the code page is mapped writable and executable; the
+        // instruction slot (0x800..0x814) lies inside it.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                code.as_ptr(),
+                ptr::with_exposed_provenance_mut(INSTRUCTION_ADDRESS as usize),
+                code.len(),
+            )
+        };
+        for (index, value) in input.gprs.iter().enumerate() {
+            write_context(IN_GPRS + 8 * index as u64, *value);
+        }
+        write_context(IN_RFLAGS, (input.rflags & !FORBIDDEN_FLAGS) | 2);
+        for (index, ymm) in input.ymm.iter().enumerate() {
+            for (half, chunk) in ymm.chunks(8).enumerate() {
+                let value = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                write_context(IN_YMM + 32 * index as u64 + 8 * half as u64, value);
+            }
+        }
+        write_context(FAULT_SIGNAL, 0);
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        // SAFETY: the entry stub is a sysv64 function without arguments: it
+        // saves the callee-saved registers and the stack pointer, runs the
+        // instruction on its own register state, and returns (directly, or
+        // through the fault stub) with callee-saved registers, the stack
+        // pointer and DF/AC/TF restored; it clobbers only caller-saved
+        // registers, the sandbox pages and what the instruction itself
+        // writes (operands point into the sandbox data region).
+        unsafe {
+            let entry: extern "sysv64" fn() =
+                core::mem::transmute(ptr::with_exposed_provenance::<u8>(
+                    (CODE_BASE + ENTRY_OFFSET) as usize,
+                ));
+            entry();
+        }
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        let mut gprs = [0; 16];
+        for (index, value) in gprs.iter_mut().enumerate() {
+            *value = read_context(OUT_GPRS + 8 * index as u64);
+        }
+        let rflags = read_context(OUT_RFLAGS);
+        let signal = read_context(FAULT_SIGNAL);
+        if signal != 0 {
+            return NativeOutcome::Faulted(NativeFault {
+                signal: signal as i32,
+                vector: read_context(FAULT_TRAPNO) as u8,
+                error_code: read_context(FAULT_ERROR),
+                address: read_context(FAULT_ADDRESS),
+                rip: read_context(FAULT_RIP),
+                gprs,
+                rflags,
+            });
+        }
+        let mut ymm = [[0u8; 32]; 16];
+        for (index, register) in ymm.iter_mut().enumerate() {
+            for half in 0..4 {
+                let value = read_context(OUT_YMM + 32 * index as u64 + 8 * half as u64);
+                register[8 * half..8 * half + 8].copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        NativeOutcome::Completed(NativeState { gprs, rflags, ymm })
+    }
+}
+
+const GPRS: [AsmRegister64; 16] = [
+    rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+];
+const YMMS: [AsmRegisterYmm; 16] = [
+    ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
+    ymm15,
+];
+const CALLEE_SAVED: [AsmRegister64; 6] = [rbx, rbp, r12, r13, r14, r15];
+
+fn context(offset: u64) -> AsmMemoryOperand {
+    qword_ptr(CONTEXT_BASE + offset)
+}
+
+/// Assembles the entry, exit and fault-exit stubs into the code page.
+fn write_stubs() {
+    let assembled = assemble_stubs().expect("assembling the sandbox stubs");
+    for (offset, bytes) in assembled {
+        assert!(bytes.len() as u64 <= 0x200, "stub too long");
+        // SAFETY: the code page is mapped writable; each stub fits its slot.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                ptr::with_exposed_provenance_mut((CODE_BASE + offset) as usize),
+                bytes.len(),
+            )
+        };
+    }
+}
+
+fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
+    // Entry: save the host, load flags, vectors and GPRs, jump to the instruction.
+    let mut entry = CodeAssembler::new(64)?;
+    for register in CALLEE_SAVED {
+        entry.push(register)?;
+    }
+    entry.mov(context(HOST_RSP), rsp)?;
+    entry.mov(rsp, CONTEXT_BASE + STACK_TOP)?;
+    entry.push(context(IN_RFLAGS))?;
+    entry.popfq()?;
+    for (index, register) in YMMS.iter().enumerate() {
+        entry.vmovdqu(
+            *register,
+            ymmword_ptr(CONTEXT_BASE + IN_YMM + 32 * index as u64),
+        )?;
+    }
+    for (index, register) in GPRS.iter().enumerate() {
+        if *register != rsp {
+            entry.mov(*register, context(IN_GPRS + 8 * index as u64))?;
+        }
+    }
+    entry.mov(rsp, context(IN_GPRS + 8 * 4))?;
+    entry.jmp(INSTRUCTION_ADDRESS)?;
+
+    // Exit: save GPRs (MOV and LEA leave the flags alone), then the flags and
+    // vectors, reset the flags for the host and return to it.
+    let mut exit = CodeAssembler::new(64)?;
+    for (index, register) in GPRS.iter().enumerate() {
+        exit.mov(context(OUT_GPRS + 8 * index as u64), *register)?;
+    }
+    exit.mov(rsp, CONTEXT_BASE + STACK_TOP)?;
+    exit.pushfq()?;
+    exit.pop(rax)?;
+    exit.mov(context(OUT_RFLAGS), rax)?;
+    for (index, register) in YMMS.iter().enumerate() {
+        exit.vmovdqu(
+            ymmword_ptr(CONTEXT_BASE + OUT_YMM + 32 * index as u64),
+            *register,
+        )?;
+    }
+    exit.push(0x202)?;
+    exit.popfq()?;
+    return_to_host(&mut exit)?;
+
+    // Fault exit: the signal handler already recorded the state and cleared
+    // DF/AC/TF in the flags it resumes with.
+    let mut fault_exit = CodeAssembler::new(64)?;
+    return_to_host(&mut fault_exit)?;
+
+    Ok(vec![
+        (ENTRY_OFFSET, entry.assemble(CODE_BASE + ENTRY_OFFSET)?),
+        (EXIT_OFFSET, exit.assemble(CODE_BASE + EXIT_OFFSET)?),
+        (
+            FAULT_EXIT_OFFSET,
+            fault_exit.assemble(CODE_BASE + FAULT_EXIT_OFFSET)?,
+        ),
+    ])
+}
+
+fn return_to_host(code: &mut CodeAssembler) -> Result<(), IcedError> {
+    code.vzeroupper()?;
+    code.mov(rsp, context(HOST_RSP))?;
+    for register in CALLEE_SAVED.iter().rev() {
+        code.pop(*register)?;
+    }
+    code.ret()
+}
+
+fn install_alternate_stack() -> Vec<u8> {
+    let stack = vec![0u8; 256 * 1024];
+    let descriptor = libc::stack_t {
+        ss_sp: stack.as_ptr() as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: stack.len(),
+    };
+    // SAFETY: the stack lives as long as this thread (thread-local); it is
+    // only used by signal handlers running on this thread.
+    let result = unsafe { libc::sigaltstack(&descriptor, ptr::null_mut()) };
+    assert_eq!(result, 0, "sigaltstack failed");
+    stack
+}
+
+fn install_handlers() {
+    let mut previous = PREVIOUS_ACTIONS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for signal in CAUGHT_SIGNALS {
+        // SAFETY: an all-zero sigaction is a valid starting value.
+        let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+        action.sa_sigaction = sandbox_fault_handler as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        // SAFETY: zeroed storage for the old action.
+        let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: installs a handler that is async-signal-safe for faults in
+        // the sandbox and hands any other fault back (see the handler).
+        let result = unsafe {
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, &mut old)
+        };
+        assert_eq!(result, 0, "sigaction failed");
+        previous.push((signal, old));
+    }
+}
+
+extern "C" fn sandbox_fault_handler(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel passes a valid ucontext_t for SA_SIGINFO handlers.
+    let context = unsafe { &mut *(context as *mut libc::ucontext_t) };
+    let registers = &mut context.uc_mcontext.gregs;
+    let rip = registers[libc::REG_RIP as usize] as u64;
+    if !(CODE_BASE..CODE_BASE + 0x1000).contains(&rip) {
+        // Not ours: restore the previous action and return, so the fault
+        // recurs and reaches it. `try_lock`: never block in a handler.
+        if let Ok(previous) = PREVIOUS_ACTIONS.try_lock() {
+            for (caught, old) in previous.iter() {
+                if *caught == signal {
+                    // SAFETY: reinstalls the action that was there before.
+                    unsafe { libc::sigaction(signal, old, ptr::null_mut()) };
+                }
+            }
+        }
+        return;
+    }
+    const ORDER: [libc::c_int; 16] = [
+        libc::REG_RAX,
+        libc::REG_RCX,
+        libc::REG_RDX,
+        libc::REG_RBX,
+        libc::REG_RSP,
+        libc::REG_RBP,
+        libc::REG_RSI,
+        libc::REG_RDI,
+        libc::REG_R8,
+        libc::REG_R9,
+        libc::REG_R10,
+        libc::REG_R11,
+        libc::REG_R12,
+        libc::REG_R13,
+        libc::REG_R14,
+        libc::REG_R15,
+    ];
+    for (index, register) in ORDER.iter().enumerate() {
+        write_context(
+            OUT_GPRS + 8 * index as u64,
+            registers[*register as usize] as u64,
+        );
+    }
+    write_context(OUT_RFLAGS, registers[libc::REG_EFL as usize] as u64);
+    write_context(FAULT_TRAPNO, registers[libc::REG_TRAPNO as usize] as u64);
+    write_context(FAULT_ERROR, registers[libc::REG_ERR as usize] as u64);
+    // SAFETY: info is valid for SA_SIGINFO handlers; si_addr is defined for
+    // the four fault signals caught here.
+    write_context(FAULT_ADDRESS, unsafe { (*info).si_addr() } as u64);
+    write_context(FAULT_RIP, rip);
+    write_context(FAULT_SIGNAL, signal as u64);
+    registers[libc::REG_RIP as usize] = (CODE_BASE + FAULT_EXIT_OFFSET) as i64;
+    registers[libc::REG_RSP as usize] = (CONTEXT_BASE + STACK_TOP) as i64;
+    registers[libc::REG_EFL as usize] &= !CALLER_FLAGS_TO_CLEAR;
+}
