@@ -6,7 +6,28 @@
 
 extern crate alloc;
 
+mod alu;
+mod fault;
+mod fetch;
+mod machine;
+mod memory;
+mod operand;
+mod ops;
+mod paging;
+mod segmentation;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
 use abi::ExitMessage;
+use fault::Fault;
+use fetch::{FetchError, MAX_INSTRUCTION_LEN};
+use machine::Machine;
+use ops::Progress;
+use state::{Mode, rflags};
+
+pub use iced_x86::Code;
 
 /// Why a guest-physical access through [`Guest`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +83,9 @@ pub struct Exception {
 }
 
 /// What emulating one instruction came to.
+// `Retired` carries the vector registers inline: boxing it would allocate on
+// every emulated instruction.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The instruction retired (or a REP instruction made progress).
@@ -84,11 +108,111 @@ pub struct Unsupported {
     /// The instruction bytes that were fetched (up to 15).
     pub bytes: [u8; 15],
     pub length: u8,
-    /// iced-x86's name for the instruction form, or why decoding failed.
+    /// Why the instruction is not handled.
     pub what: &'static str,
+    /// iced-x86's instruction form (its `Debug` output is the form's name),
+    /// when the bytes decoded.
+    pub code: Option<Code>,
+}
+
+/// Tunables of one emulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmulatorConfig {
+    /// At most this many iterations of a REP string instruction per call;
+    /// the rest is left to a re-execution (`Retired` with RIP unchanged).
+    pub max_rep_iterations: u32,
+    /// MAXPHYADDR of the guest CPU: physical-address bits above it are
+    /// reserved in paging-structure entries.
+    pub physical_address_bits: u8,
+    /// How often a page walk is repeated when setting an accessed or dirty
+    /// bit loses a race before the whole instruction is retried.
+    pub page_walk_attempts: u32,
+}
+
+impl EmulatorConfig {
+    /// The defaults [`emulate`] uses.
+    pub const DEFAULT: EmulatorConfig = EmulatorConfig {
+        max_rep_iterations: 1024,
+        physical_address_bits: 52,
+        page_walk_attempts: 4,
+    };
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> EmulatorConfig {
+        EmulatorConfig::DEFAULT
+    }
+}
+
+/// Emulates the instruction at the guest's RIP described by `exit`, with
+/// [`EmulatorConfig::DEFAULT`].
+pub fn emulate(guest: &mut impl Guest, exit: &ExitMessage) -> Outcome {
+    emulate_with(guest, exit, &EmulatorConfig::DEFAULT)
 }
 
 /// Emulates the instruction at the guest's RIP described by `exit`.
-pub fn emulate(_guest: &mut impl Guest, _exit: &ExitMessage) -> Outcome {
-    Outcome::Retry
+///
+/// Nothing is committed unless the outcome is [`Outcome::Retired`]: the
+/// registers live in a private copy, and every memory write is preceded by
+/// all the checks (segmentation, alignment, paging) of the accesses it
+/// depends on. A REP string instruction that faults after making progress
+/// retires the completed iterations (RIP unchanged); the re-execution then
+/// raises the fault.
+pub fn emulate_with(guest: &mut impl Guest, exit: &ExitMessage, config: &EmulatorConfig) -> Outcome {
+    let mut machine = Machine::new(guest, exit, config);
+    let fetched = match machine.fetch_and_decode() {
+        Ok(fetched) => fetched,
+        Err(FetchError::Fault(fault)) => return outcome_of(fault, [0; MAX_INSTRUCTION_LEN], 0, None),
+        Err(FetchError::Undecodable(bytes, length)) => {
+            return Outcome::Unsupported(Unsupported {
+                bytes,
+                length: length as u8,
+                what: "undecodable instruction",
+                code: None,
+            });
+        }
+    };
+    let instruction = fetched.instruction;
+    let length = instruction.len().min(fetched.fetched);
+    let progress = ops::execute(&mut machine, &instruction)
+        .and_then(|progress| machine.require_linear_confirmed().map(|()| progress));
+    match progress {
+        Ok(progress) => {
+            let mut regs = machine.regs;
+            if progress == Progress::Complete {
+                regs.rip = next_rip(machine.mode, exit, instruction.next_ip());
+            }
+            Outcome::Retired(Retired {
+                gprs: regs.gprs,
+                rip: regs.rip,
+                rflags: regs.rflags & !rflags::RF,
+                vector_mask: regs.vector_mask,
+                vectors: regs.vectors,
+            })
+        }
+        Err(fault) => outcome_of(fault, fetched.bytes, length, Some(instruction.code())),
+    }
+}
+
+/// RIP after the instruction, wrapped at the code size (IP in 16-bit code).
+fn next_rip(mode: Mode, exit: &ExitMessage, next_ip: u64) -> u64 {
+    match mode.bitness(exit) {
+        64 => next_ip,
+        32 => next_ip & 0xffff_ffff,
+        _ => next_ip & 0xffff,
+    }
+}
+
+fn outcome_of(fault: Fault, bytes: [u8; MAX_INSTRUCTION_LEN], length: usize, code: Option<Code>) -> Outcome {
+    match fault {
+        Fault::Exception(exception) => Outcome::Exception(exception),
+        Fault::Retry => Outcome::Retry,
+        Fault::Memory(error) => Outcome::MemoryError(error),
+        Fault::Unsupported(what) => Outcome::Unsupported(Unsupported {
+            bytes,
+            length: length.min(MAX_INSTRUCTION_LEN) as u8,
+            what,
+            code,
+        }),
+    }
 }

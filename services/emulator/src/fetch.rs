@@ -1,0 +1,115 @@
+//! Instruction fetch and decode: reads up to 15 bytes at CS:RIP through
+//! segmentation and the guest page walk (the second page only when the
+//! instruction needs it) and decodes them with iced-x86 in the guest's mode.
+
+use crate::Guest;
+use crate::fault::Fault;
+use crate::machine::Machine;
+use crate::paging::AccessKind;
+use crate::segmentation::{SegmentAccess, is_canonical, linearize};
+use crate::state::Mode;
+use abi::Segment;
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+
+/// The longest x86 instruction.
+pub(crate) const MAX_INSTRUCTION_LEN: usize = 15;
+
+/// A decoded instruction with the bytes it came from.
+pub(crate) struct Fetched {
+    pub instruction: Instruction,
+    pub bytes: [u8; MAX_INSTRUCTION_LEN],
+    /// How many of `bytes` were read from the guest.
+    pub fetched: usize,
+}
+
+/// Why fetch and decode stopped.
+pub(crate) enum FetchError {
+    Fault(Fault),
+    /// The bytes do not decode (or are too long): the bytes read so far.
+    Undecodable([u8; MAX_INSTRUCTION_LEN], usize),
+}
+
+impl From<Fault> for FetchError {
+    fn from(fault: Fault) -> FetchError {
+        FetchError::Fault(fault)
+    }
+}
+
+impl<G: Guest> Machine<'_, G> {
+    /// Fetches and decodes the instruction at CS:RIP.
+    pub(crate) fn fetch_and_decode(&mut self) -> Result<Fetched, FetchError> {
+        let bitness = self.mode.bitness(self.exit);
+        let cs = self.exit.state.segments[Segment::Cs as usize];
+        let (ip, available) = if self.mode == Mode::Long {
+            if !is_canonical(self.exit, self.regs.rip) {
+                return Err(Fault::gp0().into());
+            }
+            (self.regs.rip, MAX_INSTRUCTION_LEN)
+        } else {
+            let ip = self.regs.rip & 0xffff_ffff;
+            let limit = u64::from(cs.limit);
+            if ip > limit {
+                return Err(Fault::gp0().into());
+            }
+            let room = (limit - ip + 1).min(MAX_INSTRUCTION_LEN as u64) as usize;
+            (ip, room)
+        };
+        let linear = linearize(
+            self.exit,
+            self.mode,
+            Segment::Cs as usize,
+            ip,
+            1,
+            SegmentAccess::Execute,
+        )?;
+        let kind = AccessKind {
+            write: false,
+            fetch: true,
+            user: self.cpl == 3,
+            implicit_supervisor: false,
+        };
+        let mut bytes = [0u8; MAX_INSTRUCTION_LEN];
+        let first_room = (4096 - (linear & 0xfff)) as usize;
+        let mut fetched = first_room.min(available);
+        let span = self.map_linear(linear, fetched, kind)?;
+        self.read_span(&span, &mut bytes)?;
+        loop {
+            let data = bytes.get(..fetched).unwrap_or(&[]);
+            let mut decoder = Decoder::with_ip(bitness, data, ip, DecoderOptions::NONE);
+            let instruction = decoder.decode();
+            if !instruction.is_invalid() {
+                self.note_linear_range(linear, instruction.len() as u64);
+                return Ok(Fetched {
+                    instruction,
+                    bytes,
+                    fetched,
+                });
+            }
+            let more_possible = decoder.last_error() == DecoderError::NoMoreBytes;
+            if !more_possible {
+                return Err(FetchError::Undecodable(bytes, fetched));
+            }
+            if fetched >= available {
+                // The instruction runs past the CS limit (or is too long).
+                if available < MAX_INSTRUCTION_LEN {
+                    return Err(Fault::gp0().into());
+                }
+                return Err(FetchError::Undecodable(bytes, fetched));
+            }
+            // Fetch the rest from the next page.
+            let mut next = linear.wrapping_add(fetched as u64);
+            if self.mode != Mode::Long {
+                next &= 0xffff_ffff;
+            } else if !is_canonical(self.exit, next) {
+                return Err(Fault::gp0().into());
+            }
+            let rest = available - fetched;
+            let span = self.map_linear(next, rest, kind)?;
+            let tail = bytes
+                .get_mut(fetched..available)
+                .ok_or(Fault::Unsupported("fetch buffer"))?;
+            self.read_span(&span, tail)?;
+            fetched = available;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The emulation context of one instruction: the guest door, the exit state,
+//! the private register file, and the check that what the instruction touches
+//! matches the guest-linear address the exit reported.
+
+use crate::EmulatorConfig;
+use crate::Guest;
+use crate::fault::Fault;
+use crate::paging::PagingContext;
+use crate::state::{Mode, Registers, rflags};
+use abi::ExitMessage;
+use abi::exit::ept_qualification;
+
+/// Everything one `emulate` call works with.
+pub(crate) struct Machine<'a, G: Guest> {
+    pub guest: &'a mut G,
+    pub exit: &'a ExitMessage,
+    pub config: &'a EmulatorConfig,
+    pub regs: Registers,
+    pub mode: Mode,
+    pub cpl: u8,
+    /// Whether the exit's guest-linear address has been found among the
+    /// linear ranges the instruction touched so far (always true when the
+    /// exit does not report one).
+    linear_confirmed: bool,
+}
+
+impl<'a, G: Guest> Machine<'a, G> {
+    pub(crate) fn new(
+        guest: &'a mut G,
+        exit: &'a ExitMessage,
+        config: &'a EmulatorConfig,
+    ) -> Machine<'a, G> {
+        let mode = Mode::of(exit);
+        Machine {
+            guest,
+            exit,
+            config,
+            regs: Registers::from_exit(exit),
+            mode,
+            cpl: mode.cpl(exit),
+            linear_confirmed: exit.qualification & ept_qualification::GUEST_LINEAR_VALID == 0,
+        }
+    }
+
+    /// The paging state for a walk now.
+    pub(crate) fn paging_context(&self) -> PagingContext {
+        let state = &self.exit.state;
+        PagingContext {
+            cr0: state.cr0,
+            cr3: state.cr3,
+            cr4: state.cr4,
+            efer: state.efer,
+            pkru: state.pkru,
+            alignment_flag: self.regs.rflags & rflags::AC != 0,
+            physical_bits: self.config.physical_address_bits,
+            attempts: self.config.page_walk_attempts,
+        }
+    }
+
+    /// Notes that the instruction touches `len` bytes at `linear`.
+    pub(crate) fn note_linear_range(&mut self, linear: u64, len: u64) {
+        if !self.linear_confirmed && self.exit.guest_linear.wrapping_sub(linear) < len {
+            self.linear_confirmed = true;
+        }
+    }
+
+    /// Before a side effect, and before retiring: the exit's guest-linear
+    /// address must be one the instruction touched, or the guest changed its
+    /// code or page tables under us and the instruction is re-executed.
+    pub(crate) fn require_linear_confirmed(&self) -> Result<(), Fault> {
+        if self.linear_confirmed {
+            Ok(())
+        } else {
+            Err(Fault::Retry)
+        }
+    }
+}
+
+/// The mask of an address of `bytes` bytes (2, 4 or 8).
+pub(crate) fn address_mask(bytes: u32) -> u64 {
+    match bytes {
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}

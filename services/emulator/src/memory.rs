@@ -1,0 +1,208 @@
+//! The memory access layer: maps a segment-relative operand to at most two
+//! guest-physical pieces (checking segmentation, alignment and paging before
+//! anything is touched), then reads, writes (split into two partial accesses
+//! across a page boundary) or compare-exchanges (one operation spanning both
+//! frames) through the [`Guest`].
+
+use crate::Guest;
+use crate::fault::{Fault, vector};
+use crate::machine::Machine;
+use crate::paging::{AccessKind, translate};
+use crate::segmentation::{SegmentAccess, linearize};
+use crate::state::{Mode, control, rflags};
+
+const PAGE_SIZE: u64 = 4096;
+
+/// A translated memory range of at most one page, possibly split in two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub linear: u64,
+    pub len: usize,
+    pub first_gpa: u64,
+    pub first_len: usize,
+    /// The guest-physical address of the part in the second page (meaningful
+    /// when `first_len < len`).
+    pub second_gpa: u64,
+}
+
+/// What a data access will do (a read-modify-write maps as a write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataAccess {
+    Read,
+    Write,
+}
+
+/// The alignment rule of an operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alignment {
+    /// #AC(0) when misaligned to this many bytes and CR0.AM, RFLAGS.AC, CPL 3.
+    Checked(u64),
+    /// #GP(0) when misaligned to this many bytes (MOVDQA, CMPXCHG16B, ...).
+    Required(u64),
+}
+
+impl<G: Guest> Machine<'_, G> {
+    /// Maps `len` bytes (1 to 4096) at `offset` in segment `segment` for a
+    /// data access.
+    pub(crate) fn map_data(
+        &mut self,
+        segment: usize,
+        offset: u64,
+        len: usize,
+        access: DataAccess,
+        alignment: Alignment,
+    ) -> Result<Span, Fault> {
+        let seg_access = match access {
+            DataAccess::Read => SegmentAccess::Read,
+            DataAccess::Write => SegmentAccess::Write,
+        };
+        let linear = linearize(
+            self.exit,
+            self.mode,
+            segment,
+            offset,
+            len as u64,
+            seg_access,
+        )?;
+        if let Alignment::Required(bytes) = alignment
+            && linear % bytes.max(1) != 0
+        {
+            return Err(Fault::gp0());
+        }
+        let kind = AccessKind {
+            write: access == DataAccess::Write,
+            fetch: false,
+            user: self.cpl == 3,
+            implicit_supervisor: false,
+        };
+        let span = self.map_linear(linear, len, kind)?;
+        if let Alignment::Checked(bytes) = alignment
+            && self.alignment_checks_enabled()
+            && linear % bytes.max(1) != 0
+        {
+            return Err(Fault::with_zero_code(vector::AC));
+        }
+        self.note_linear_range(linear, len as u64);
+        Ok(span)
+    }
+
+    fn alignment_checks_enabled(&self) -> bool {
+        self.exit.state.cr0 & control::CR0_AM != 0
+            && self.regs.rflags & rflags::AC != 0
+            && self.cpl == 3
+    }
+
+    /// Translates `len` bytes (1 to 4096) at `linear`, both pages when the
+    /// range crosses a page boundary.
+    pub(crate) fn map_linear(
+        &mut self,
+        linear: u64,
+        len: usize,
+        kind: AccessKind,
+    ) -> Result<Span, Fault> {
+        if len == 0 || len as u64 > PAGE_SIZE {
+            return Err(Fault::Unsupported("access size out of range"));
+        }
+        let ctx = self.paging_context();
+        let first_gpa = translate(self.guest, &ctx, linear, kind)?;
+        let room = (PAGE_SIZE - (linear & (PAGE_SIZE - 1))) as usize;
+        let first_len = room.min(len);
+        let mut second_gpa = 0;
+        if first_len < len {
+            let mut next = linear.wrapping_add(first_len as u64);
+            if self.mode != Mode::Long {
+                next &= 0xffff_ffff;
+            }
+            second_gpa = translate(self.guest, &ctx, next, kind)?;
+        }
+        Ok(Span {
+            linear,
+            len,
+            first_gpa,
+            first_len,
+            second_gpa,
+        })
+    }
+
+    /// Reads the span into `buf` (at most `span.len` bytes are used).
+    pub(crate) fn read_span(&mut self, span: &Span, buf: &mut [u8]) -> Result<(), Fault> {
+        let buf = buf.get_mut(..span.len).ok_or(Fault::Unsupported("buffer"))?;
+        let (first, second) = buf.split_at_mut(span.first_len.min(span.len));
+        self.guest.read_physical(span.first_gpa, first)?;
+        if !second.is_empty() {
+            self.guest.read_physical(span.second_gpa, second)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` (exactly `span.len` bytes) as one or two partial writes.
+    pub(crate) fn write_span(&mut self, span: &Span, data: &[u8]) -> Result<(), Fault> {
+        self.require_linear_confirmed()?;
+        let data = data.get(..span.len).ok_or(Fault::Unsupported("buffer"))?;
+        let (first, second) = data.split_at(span.first_len.min(span.len));
+        self.guest.write_physical(span.first_gpa, first)?;
+        if !second.is_empty() {
+            self.guest.write_physical(span.second_gpa, second)?;
+        }
+        Ok(())
+    }
+
+    /// One atomic compare-exchange over the whole span (both frames when it
+    /// is split). A lost compare means the instruction is re-executed.
+    pub(crate) fn compare_exchange_span(
+        &mut self,
+        span: &Span,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<(), Fault> {
+        self.require_linear_confirmed()?;
+        let len = span.len;
+        if !matches!(len, 1 | 2 | 4 | 8 | 16) {
+            return Err(Fault::Unsupported("locked access of this width"));
+        }
+        let expected = expected.get(..len).ok_or(Fault::Unsupported("buffer"))?;
+        let new = new.get(..len).ok_or(Fault::Unsupported("buffer"))?;
+        let first_page = span.first_gpa & !(PAGE_SIZE - 1);
+        let second_page = if span.first_len < len {
+            span.second_gpa & !(PAGE_SIZE - 1)
+        } else {
+            first_page
+        };
+        let offset = (span.first_gpa & (PAGE_SIZE - 1)) as u16;
+        let mut current = [0u8; 16];
+        let stored = self.guest.compare_exchange(
+            [first_page, second_page],
+            offset,
+            expected,
+            new,
+            &mut current[..len],
+        )?;
+        if stored { Ok(()) } else { Err(Fault::Retry) }
+    }
+
+    /// Reads a little-endian value of `span.len` (at most 8) bytes.
+    pub(crate) fn read_value(&mut self, span: &Span) -> Result<u64, Fault> {
+        let mut bytes = [0u8; 8];
+        if span.len > 8 {
+            return Err(Fault::Unsupported("scalar wider than 8 bytes"));
+        }
+        self.read_span(span, &mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Writes the low `span.len` (at most 8) bytes of `value`.
+    pub(crate) fn write_value(&mut self, span: &Span, value: u64) -> Result<(), Fault> {
+        let bytes = value.to_le_bytes();
+        self.write_span(span, &bytes)
+    }
+
+    /// Replaces `old` with `new` (low `span.len` bytes, at most 8) atomically.
+    pub(crate) fn compare_exchange_value(
+        &mut self,
+        span: &Span,
+        old: u64,
+        new: u64,
+    ) -> Result<(), Fault> {
+        self.compare_exchange_span(span, &old.to_le_bytes(), &new.to_le_bytes())
+    }
+}

@@ -1,0 +1,221 @@
+//! Operands: effective addresses (16/32/64-bit forms, RIP-relative, address
+//! wrap at the address size, segment overrides) and reading, writing and
+//! read-modify-writing register, immediate and memory operands.
+
+use crate::Guest;
+use crate::fault::Fault;
+use crate::machine::{Machine, address_mask};
+use crate::memory::{Alignment, DataAccess, Span};
+use iced_x86::{CodeSize, Instruction, OpKind, Register};
+
+/// A memory operand: segment (x86 encoding order) and offset within it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MemoryOperand {
+    pub segment: usize,
+    pub offset: u64,
+}
+
+/// The address size of an explicit memory operand, in bytes.
+pub(crate) fn address_size(instruction: &Instruction) -> u32 {
+    let from_register = |reg: Register| match reg {
+        Register::None => 0,
+        Register::RIP => 8,
+        Register::EIP => 4,
+        _ => reg.size() as u32,
+    };
+    let size = from_register(instruction.memory_base()).max(from_register(instruction.memory_index()));
+    if size != 0 {
+        return size;
+    }
+    let displacement = instruction.memory_displ_size();
+    if displacement >= 2 {
+        return displacement;
+    }
+    match instruction.code_size() {
+        CodeSize::Code16 => 2,
+        CodeSize::Code32 => 4,
+        _ => 8,
+    }
+}
+
+/// Index in x86 encoding order of an iced segment register.
+pub(crate) fn segment_index(reg: Register) -> Result<usize, Fault> {
+    if reg.is_segment_register() {
+        Ok(reg.number())
+    } else {
+        Err(Fault::Unsupported("memory operand without a segment"))
+    }
+}
+
+impl<G: Guest> Machine<'_, G> {
+    /// The segment and offset of the explicit memory operand.
+    pub(crate) fn memory_operand(&self, instruction: &Instruction) -> Result<MemoryOperand, Fault> {
+        let mask = address_mask(address_size(instruction));
+        let mut offset = instruction.memory_displacement64();
+        let base = instruction.memory_base();
+        if base != Register::None && !base.is_ip() {
+            let value = self.regs.gpr(base).ok_or(Fault::Unsupported("memory base register"))?;
+            offset = offset.wrapping_add(value);
+        }
+        let index = instruction.memory_index();
+        if index != Register::None {
+            let value = self
+                .regs
+                .gpr(index)
+                .ok_or(Fault::Unsupported("vector-indexed memory operand"))?;
+            offset = offset.wrapping_add(value.wrapping_mul(u64::from(instruction.memory_index_scale())));
+        }
+        Ok(MemoryOperand {
+            segment: segment_index(instruction.memory_segment())?,
+            offset: offset & mask,
+        })
+    }
+
+    /// Maps the explicit memory operand (`len` bytes).
+    pub(crate) fn map_memory_operand(
+        &mut self,
+        instruction: &Instruction,
+        len: usize,
+        access: DataAccess,
+        alignment: Alignment,
+    ) -> Result<Span, Fault> {
+        let operand = self.memory_operand(instruction)?;
+        self.map_data(operand.segment, operand.offset, len, access, alignment)
+    }
+
+    /// The value of a register as an operand: GPRs and segment selectors.
+    pub(crate) fn register_value(&self, reg: Register) -> Result<u64, Fault> {
+        if reg.is_segment_register() {
+            let segment = self
+                .exit
+                .state
+                .segments
+                .get(reg.number())
+                .ok_or(Fault::Unsupported("segment register"))?;
+            return Ok(u64::from(segment.selector));
+        }
+        self.regs.gpr(reg).ok_or(Fault::Unsupported("operand register"))
+    }
+
+    /// Writes a GPR operand.
+    pub(crate) fn set_register(&mut self, reg: Register, value: u64) -> Result<(), Fault> {
+        if self.regs.set_gpr(reg, value) {
+            Ok(())
+        } else {
+            Err(Fault::Unsupported("destination register"))
+        }
+    }
+
+    /// Reads operand `index` (`size` bytes, at most 8), zero-extended.
+    pub(crate) fn read_operand(
+        &mut self,
+        instruction: &Instruction,
+        index: u32,
+        size: usize,
+    ) -> Result<u64, Fault> {
+        match instruction.op_kind(index) {
+            OpKind::Register => self.register_value(instruction.op_register(index)),
+            OpKind::Memory => {
+                let span = self.map_memory_operand(
+                    instruction,
+                    size,
+                    DataAccess::Read,
+                    Alignment::Checked(size as u64),
+                )?;
+                self.read_value(&span)
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+            | OpKind::Immediate8_2nd => Ok(instruction.immediate(index) & size_mask(size)),
+            _ => Err(Fault::Unsupported("operand kind")),
+        }
+    }
+
+    /// Writes operand `index` (`size` bytes, at most 8).
+    pub(crate) fn write_operand(
+        &mut self,
+        instruction: &Instruction,
+        index: u32,
+        size: usize,
+        value: u64,
+    ) -> Result<(), Fault> {
+        match instruction.op_kind(index) {
+            OpKind::Register => self.set_register(instruction.op_register(index), value),
+            OpKind::Memory => {
+                let span = self.map_memory_operand(
+                    instruction,
+                    size,
+                    DataAccess::Write,
+                    Alignment::Checked(size as u64),
+                )?;
+                self.write_value(&span, value)
+            }
+            _ => Err(Fault::Unsupported("destination operand kind")),
+        }
+    }
+
+    /// Read-modify-write of operand `index`: `compute` gets the old value and
+    /// returns the new one plus a result for the caller. A memory operand is
+    /// mapped for writing first; with `locked` the store is one
+    /// compare-exchange against the value read (a lost race retries).
+    pub(crate) fn modify_operand<T>(
+        &mut self,
+        instruction: &Instruction,
+        index: u32,
+        size: usize,
+        locked: bool,
+        compute: impl FnOnce(u64) -> Result<(u64, T), Fault>,
+    ) -> Result<(u64, T), Fault> {
+        match instruction.op_kind(index) {
+            OpKind::Register => {
+                let reg = instruction.op_register(index);
+                let old = self.register_value(reg)?;
+                let (new, result) = compute(old)?;
+                self.set_register(reg, new)?;
+                Ok((old, result))
+            }
+            OpKind::Memory => {
+                let span = self.map_memory_operand(
+                    instruction,
+                    size,
+                    DataAccess::Write,
+                    Alignment::Checked(size as u64),
+                )?;
+                let old = self.read_value(&span)?;
+                let (new, result) = compute(old)?;
+                if locked {
+                    self.compare_exchange_value(&span, old, new)?;
+                } else {
+                    self.write_value(&span, new)?;
+                }
+                Ok((old, result))
+            }
+            _ => Err(Fault::Unsupported("destination operand kind")),
+        }
+    }
+}
+
+/// The size in bytes of operand `index` (immediates take operand 0's size).
+pub(crate) fn operand_size(instruction: &Instruction, index: u32) -> usize {
+    match instruction.op_kind(index) {
+        OpKind::Register => instruction.op_register(index).size(),
+        OpKind::Memory => instruction.memory_size().size(),
+        _ if index > 0 => operand_size(instruction, 0),
+        _ => 0,
+    }
+}
+
+/// All ones in the low `size` bytes.
+pub(crate) fn size_mask(size: usize) -> u64 {
+    match size {
+        0 => 0,
+        1..=7 => (1u64 << (size * 8)) - 1,
+        _ => u64::MAX,
+    }
+}

@@ -1,0 +1,1 @@
+//! Host tests of the emulator against an in-memory guest.
