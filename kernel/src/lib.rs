@@ -5,7 +5,38 @@
 //! host; the hardware side is built only with the `bare-metal` feature.
 #![cfg_attr(not(test), no_std)]
 
+pub mod arch;
 pub mod ept;
+pub mod policy;
 
 #[cfg(feature = "bare-metal")]
-pub mod arch;
+mod control_regs;
+#[cfg(feature = "bare-metal")]
+mod cpu;
+#[cfg(feature = "bare-metal")]
+mod exits;
+#[cfg(feature = "bare-metal")]
+mod forward;
+#[cfg(feature = "bare-metal")]
+mod guest;
+#[cfg(feature = "bare-metal")]
+mod hypercall;
+#[cfg(feature = "bare-metal")]
+mod memory;
+#[cfg(feature = "bare-metal")]
+mod platform;
+#[cfg(feature = "bare-metal")]
+mod regs;
+#[cfg(feature = "bare-metal")]
+mod service;
+#[cfg(feature = "bare-metal")]
+mod vm;
+#[cfg(feature = "bare-metal")]
+mod vmx;
+#[cfg(feature = "bare-metal")]
+mod xstate;
+
+#[cfg(feature = "bare-metal")]
+pub use platform::start;
+#[cfg(feature = "bare-metal")]
+use platform::{config, finish, is_ram, platform, ymm_upper_offset};

@@ -1,0 +1,175 @@
+//! Forwarding an EPT violation on trapped memory to this CPU's service thread,
+//! and applying the service's validated reply to the vCPU.
+
+use crate::cpu::{PerCpu, VcpuState};
+use crate::exits::{read, write};
+use crate::policy::reply_check::{ExceptionInjection, GuestUpdate, ValidatedReply};
+use crate::vm;
+use crate::vmx::fields as f;
+use crate::vmx::vmcs::{CR0_NE, CR4_VMXE};
+use abi::{AbiVersion, SegmentRegister, ValidGroups};
+
+const IDT_VECTORING_VALID: u64 = 1 << 31;
+const PKRU_COMPONENT: u32 = 9;
+
+/// Handles an EPT violation: forwards it when the address is trapped, stops
+/// the VM when the guest touched memory that is hidden from it.
+pub fn ept_violation(cpu: &mut PerCpu) -> ! {
+    let gpa = read(f::GUEST_PHYSICAL_ADDRESS);
+    if !crate::config().is_trapped(gpa) {
+        vm::stop(
+            cpu,
+            format_args!("guest accessed hidden memory at GPA {gpa:#x}"),
+        );
+    }
+    let vectoring = read(f::IDT_VECTORING_INFO);
+    if vectoring & IDT_VECTORING_VALID != 0 {
+        vm::stop(
+            cpu,
+            format_args!(
+                "EPT violation at GPA {gpa:#x} while delivering an event ({vectoring:#x}): not emulated"
+            ),
+        );
+    }
+    cpu.sequence += 1;
+    fill_message(cpu, gpa);
+    cpu.state = VcpuState::AwaitingReply;
+    cpu.counters.exits_forwarded += 1;
+    crate::service::deliver_exit(cpu)
+}
+
+fn fill_message(cpu: &mut PerCpu, gpa: u64) {
+    let xsave = cpu.use_xsave != 0;
+    let guest_xcr0 = xcr0();
+    let guest_pkru = if xsave { pkru(cpu, guest_xcr0) } else { 0 };
+    let message = &mut cpu.pending;
+    message.abi_major = AbiVersion::CURRENT.major;
+    message.abi_minor = AbiVersion::CURRENT.minor;
+    message.vcpu = cpu.index as u32;
+    message.sequence = cpu.sequence;
+    message.reason = abi::ExitReason::EptViolation as u32;
+    message.qualification = read(f::EXIT_QUALIFICATION);
+    message.guest_physical = gpa;
+    message.guest_linear = read(f::GUEST_LINEAR_ADDRESS);
+    let mut valid =
+        ValidGroups::GPRS | ValidGroups::CONTROL | ValidGroups::SEGMENTS | ValidGroups::SSE;
+    if message.qualification & abi::exit::ept_qualification::GUEST_LINEAR_VALID != 0 {
+        valid |= ValidGroups::GUEST_LINEAR;
+    }
+    let state = &mut message.state;
+    state.gprs = cpu.guest.gprs;
+    state.rip = read(f::GUEST_RIP);
+    state.rflags = read(f::GUEST_RFLAGS);
+    state.cr0 = (read(f::GUEST_CR0) & !CR0_NE) | (read(f::CR0_READ_SHADOW) & CR0_NE);
+    state.cr2 = crate::regs::cr2();
+    state.cr3 = read(f::GUEST_CR3);
+    state.cr4 = read(f::GUEST_CR4) & !CR4_VMXE;
+    state.efer = read(f::GUEST_IA32_EFER);
+    state.xcr0 = guest_xcr0;
+    state.pkru = guest_pkru;
+    for (n, segment) in state.segments.iter_mut().enumerate() {
+        *segment = SegmentRegister {
+            selector: read(f::segment_field(f::GUEST_ES_SELECTOR, n)) as u16,
+            reserved0: 0,
+            access_rights: read(f::segment_field(f::GUEST_ES_ACCESS_RIGHTS, n)) as u32,
+            limit: read(f::segment_field(f::GUEST_ES_LIMIT, n)) as u32,
+            reserved1: 0,
+            base: read(f::segment_field(f::GUEST_ES_BASE, n)),
+        };
+    }
+    state.cpl = u32::from(state.segments[abi::Segment::Ss as usize].dpl());
+    state.gdtr = abi::DescriptorTable {
+        limit: read(f::GUEST_GDTR_LIMIT) as u32,
+        reserved: 0,
+        base: read(f::GUEST_GDTR_BASE),
+    };
+    state.idtr = abi::DescriptorTable {
+        limit: read(f::GUEST_IDTR_LIMIT) as u32,
+        reserved: 0,
+        base: read(f::GUEST_IDTR_BASE),
+    };
+    let ymm_upper = crate::ymm_upper_offset();
+    if ymm_upper.is_some() && xsave {
+        valid |= ValidGroups::AVX;
+    }
+    cpu.xsave
+        .read_vectors(ymm_upper, xsave, &mut message.vectors);
+    message.valid = valid;
+}
+
+fn xcr0() -> u64 {
+    if crate::regs::cr4() & (1 << 18) == 0 {
+        return 1;
+    }
+    let (low, high): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 is valid whenever CR4.OSXSAVE is set.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") low, out("edx") high, options(nomem, nostack))
+    };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// The guest's PKRU from the XSAVE area (its register value is live in
+/// hardware: VMX does not switch it).
+fn pkru(cpu: &PerCpu, xcr0: u64) -> u32 {
+    if xcr0 & (1 << PKRU_COMPONENT) == 0 {
+        return 0;
+    }
+    let offset = crate::regs::cpuid(0xd, PKRU_COMPONENT)[1] as usize;
+    let xstate_bv = u64::from_le_bytes(cpu.xsave.0[512..520].try_into().unwrap_or([0; 8]));
+    let in_use = xstate_bv & (1 << PKRU_COMPONENT) != 0;
+    match cpu.xsave.0.get(offset..offset + 4) {
+        Some(bytes) if in_use => u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4])),
+        _ => 0,
+    }
+}
+
+/// Applies a validated reply to the pending exit and resumes the guest (or
+/// stops it).
+pub fn apply(cpu: &mut PerCpu, reply: ValidatedReply) -> ! {
+    match reply {
+        ValidatedReply::Resume(update) => apply_update(cpu, &update),
+        ValidatedReply::InjectException(exception) => apply_exception(cpu, exception),
+        ValidatedReply::Retry => {
+            cpu.counters.retries += 1;
+            vm::resume(cpu)
+        }
+        ValidatedReply::Stop => vm::stop(cpu, format_args!("the service asked to stop the VM")),
+    }
+}
+
+fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
+    if let Some(gprs) = update.gprs {
+        cpu.guest.gprs = gprs;
+    }
+    if let Some(rflags) = update.rflags {
+        write(cpu, f::GUEST_RFLAGS, rflags);
+    }
+    if update.vector_mask != 0 {
+        let xsave = cpu.use_xsave != 0;
+        cpu.xsave.write_vectors(
+            crate::ymm_upper_offset(),
+            xsave,
+            u32::from(update.vector_mask),
+            &update.vectors,
+        );
+    }
+    let old_rip = cpu.pending.state.rip;
+    match update.rip {
+        Some(rip) if rip != old_rip => {
+            cpu.counters.instructions_retired += 1;
+            vm::advance_to(cpu, rip);
+        }
+        _ => cpu.counters.retries += 1,
+    }
+    vm::resume(cpu)
+}
+
+fn apply_exception(cpu: &mut PerCpu, exception: ExceptionInjection) -> ! {
+    if let Some(cr2) = exception.cr2 {
+        // SAFETY: CR2 only matters to the guest from here on (the core takes
+        // no page faults on this path); VMX does not switch CR2.
+        unsafe { crate::regs::write_cr2(cr2) };
+    }
+    vm::inject_exception(cpu, exception.vector, exception.error_code)
+}

@@ -1,0 +1,105 @@
+//! Actions on this CPU's vCPU: resume it, advance it past an instruction the
+//! core handled, inject an exception, or stop it with a full report.
+
+use crate::cpu::{PerCpu, VcpuState};
+use crate::exits::{read, write};
+use crate::println;
+use crate::vmx::fields as f;
+use core::fmt;
+
+const INTERRUPTIBILITY_STI_MOVSS: u64 = 0b11;
+const INTERRUPTION_VALID: u64 = 1 << 31;
+const INTERRUPTION_DELIVER_ERROR_CODE: u64 = 1 << 11;
+const INTERRUPTION_HARDWARE_EXCEPTION: u64 = 3 << 8;
+
+/// Resumes the guest with the state in `cpu` and the current VMCS.
+pub fn resume(cpu: &mut PerCpu) -> ! {
+    cpu.state = VcpuState::Running;
+    let rsp = cpu.guest.gprs[4];
+    write(cpu, f::GUEST_RSP, rsp);
+    // SAFETY: the current VMCS is this CPU's and was set up at start; GS
+    // points at `cpu` (entry points fetch it from there).
+    unsafe { crate::vmx::entry::enter_guest(cpu) }
+}
+
+/// Advances RIP past the instruction that exited (the exit-instruction
+/// length is valid for the instruction-caused exits the core handles) and
+/// resumes. Blocking by STI or MOV SS ends with that instruction.
+pub fn skip_instruction(cpu: &mut PerCpu) -> ! {
+    let rip = read(f::GUEST_RIP).wrapping_add(read(f::EXIT_INSTRUCTION_LENGTH));
+    advance_to(cpu, rip);
+    resume(cpu)
+}
+
+/// Sets RIP after an emulated or handled instruction and ends STI/MOV SS blocking.
+pub fn advance_to(cpu: &mut PerCpu, rip: u64) {
+    write(cpu, f::GUEST_RIP, rip);
+    let interruptibility = read(f::GUEST_INTERRUPTIBILITY);
+    if interruptibility & INTERRUPTIBILITY_STI_MOVSS != 0 {
+        write(
+            cpu,
+            f::GUEST_INTERRUPTIBILITY,
+            interruptibility & !INTERRUPTIBILITY_STI_MOVSS,
+        );
+    }
+}
+
+/// Queues hardware exception `vector` for the next VM entry.
+pub fn queue_exception(cpu: &mut PerCpu, vector: u8, error_code: Option<u32>) {
+    let mut info = INTERRUPTION_VALID | INTERRUPTION_HARDWARE_EXCEPTION | u64::from(vector);
+    if let Some(code) = error_code {
+        info |= INTERRUPTION_DELIVER_ERROR_CODE;
+        write(cpu, f::ENTRY_EXCEPTION_ERROR_CODE, u64::from(code));
+    }
+    write(cpu, f::ENTRY_INTERRUPTION_INFO, info);
+    cpu.counters.exceptions_injected += 1;
+}
+
+/// Injects hardware exception `vector` (RIP stays at the faulting instruction) and resumes.
+pub fn inject_exception(cpu: &mut PerCpu, vector: u8, error_code: Option<u32>) -> ! {
+    queue_exception(cpu, vector, error_code);
+    resume(cpu)
+}
+
+/// Stops this CPU's VM: reports why and the guest state on the console, then
+/// ends the machine once no VM is left to run.
+pub fn stop(cpu: &mut PerCpu, why: fmt::Arguments) -> ! {
+    cpu.state = VcpuState::Stopped;
+    println!("cordon: vm stopped on cpu {}: {}", cpu.index, why);
+    report_guest_state(cpu);
+    crate::finish(false)
+}
+
+/// Prints the guest's registers from the VMCS and the saved GPRs.
+pub fn report_guest_state(cpu: &PerCpu) {
+    const NAMES: [&str; 16] = [
+        "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15",
+    ];
+    println!(
+        "cordon: guest rip={:#x} rsp={:#x} rflags={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+        read(f::GUEST_RIP),
+        read(f::GUEST_RSP),
+        read(f::GUEST_RFLAGS),
+        read(f::GUEST_CR0),
+        read(f::GUEST_CR3),
+        read(f::GUEST_CR4),
+        read(f::GUEST_IA32_EFER)
+    );
+    println!(
+        "cordon: guest cs={:#x} base={:#x} ar={:#x} ss={:#x} ar={:#x} activity={} interruptibility={:#x}",
+        read(f::segment_field(f::GUEST_ES_SELECTOR, 1)),
+        read(f::segment_field(f::GUEST_ES_BASE, 1)),
+        read(f::segment_field(f::GUEST_ES_ACCESS_RIGHTS, 1)),
+        read(f::segment_field(f::GUEST_ES_SELECTOR, 2)),
+        read(f::segment_field(f::GUEST_ES_ACCESS_RIGHTS, 2)),
+        read(f::GUEST_ACTIVITY_STATE),
+        read(f::GUEST_INTERRUPTIBILITY)
+    );
+    for (chunk, names) in cpu.guest.gprs.chunks(4).zip(NAMES.chunks(4)) {
+        println!(
+            "cordon: guest {}={:#x} {}={:#x} {}={:#x} {}={:#x}",
+            names[0], chunk[0], names[1], chunk[1], names[2], chunk[2], names[3], chunk[3]
+        );
+    }
+}
