@@ -94,11 +94,7 @@ fn leaf(gpa: u64, memory_type: MemoryType) -> u64 {
 }
 
 /// Returns the table that `table[index]` points to, creating it if needed.
-fn next_table(
-    frames: &mut impl TableFrames,
-    table: u64,
-    index: usize,
-) -> Result<u64, EptError> {
+fn next_table(frames: &mut impl TableFrames, table: u64, index: usize) -> Result<u64, EptError> {
     let entry = frames.table(table)[index];
     if entry & PRESENT_RWX != 0 {
         return Ok(entry & ADDRESS_MASK);
@@ -152,7 +148,10 @@ pub fn translate(frames: &mut impl TableFrames, eptp: u64, gpa: u64) -> Option<(
         let memory_type = (entry >> MEMORY_TYPE_SHIFT) & 7;
         if shift == 12 || (shift == 21 && entry & LARGE_PAGE != 0) {
             let page_mask = (1u64 << shift) - 1;
-            return Some(((entry & ADDRESS_MASK & !page_mask) | (gpa & page_mask), memory_type));
+            return Some((
+                (entry & ADDRESS_MASK & !page_mask) | (gpa & page_mask),
+                memory_type,
+            ));
         }
         table = entry & ADDRESS_MASK;
     }
@@ -182,11 +181,18 @@ mod tests {
     }
 
     const RAM: [Range<u64>; 2] = [0..0x9f000, 0x100000..0x1000_0000];
-    const HIDDEN: [Range<u64>; 3] =
-        [0x100000..0x200_0000, 0xb8000..0xc0000, 0xfee0_0000..0xfee0_1000];
+    const HIDDEN: [Range<u64>; 3] = [
+        0x100000..0x200_0000,
+        0xb8000..0xc0000,
+        0xfee0_0000..0xfee0_1000,
+    ];
 
     fn build_test() -> (VecFrames, u64) {
-        let layout = GuestLayout { ram: &RAM, not_present: &HIDDEN, limit: 1 << 32 };
+        let layout = GuestLayout {
+            ram: &RAM,
+            not_present: &HIDDEN,
+            limit: 1 << 32,
+        };
         let mut frames = VecFrames(Vec::new());
         let eptp = build(&layout, &mut frames).unwrap();
         (frames, eptp)
@@ -196,8 +202,14 @@ mod tests {
     fn ram_is_identity_mapped_write_back() {
         let (mut frames, eptp) = build_test();
         assert_eq!(translate(&mut frames, eptp, 0x1234), Some((0x1234, 6)));
-        assert_eq!(translate(&mut frames, eptp, 0x300_0008), Some((0x300_0008, 6)));
-        assert_eq!(translate(&mut frames, eptp, 0xfff_ffff), Some((0xfff_ffff, 6)));
+        assert_eq!(
+            translate(&mut frames, eptp, 0x300_0008),
+            Some((0x300_0008, 6))
+        );
+        assert_eq!(
+            translate(&mut frames, eptp, 0xfff_ffff),
+            Some((0xfff_ffff, 6))
+        );
     }
 
     #[test]
@@ -215,9 +227,18 @@ mod tests {
         let (mut frames, eptp) = build_test();
         assert_eq!(translate(&mut frames, eptp, 0xa0000), Some((0xa0000, 0)));
         assert_eq!(translate(&mut frames, eptp, 0xc0000), Some((0xc0000, 0)));
-        assert_eq!(translate(&mut frames, eptp, 0xfee0_1000), Some((0xfee0_1000, 0)));
-        assert_eq!(translate(&mut frames, eptp, 0xfedf_f000), Some((0xfedf_f000, 0)));
-        assert_eq!(translate(&mut frames, eptp, 0x200_0000), Some((0x200_0000, 6)));
+        assert_eq!(
+            translate(&mut frames, eptp, 0xfee0_1000),
+            Some((0xfee0_1000, 0))
+        );
+        assert_eq!(
+            translate(&mut frames, eptp, 0xfedf_f000),
+            Some((0xfedf_f000, 0))
+        );
+        assert_eq!(
+            translate(&mut frames, eptp, 0x200_0000),
+            Some((0x200_0000, 6))
+        );
     }
 
     #[test]
@@ -240,7 +261,11 @@ mod tests {
                 unreachable!("no table was handed out")
             }
         }
-        let layout = GuestLayout { ram: &RAM, not_present: &HIDDEN, limit: 1 << 32 };
+        let layout = GuestLayout {
+            ram: &RAM,
+            not_present: &HIDDEN,
+            limit: 1 << 32,
+        };
         assert_eq!(build(&layout, &mut NoFrames), Err(EptError::OutOfFrames));
     }
 }

@@ -128,7 +128,7 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
             "the guest command line is longer than 256 bytes"
         ));
     }
-    let BootInfo { frames, .. } = boot;
+    let BootInfo { frames, boot_cpu_tss, .. } = boot;
     memory::init(frames);
     if service::window::init().is_none() {
         fail(format_args!("out of frames for the cmpxchg windows"));
@@ -165,6 +165,8 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
 
     // SAFETY: first and only initialisation of CPU 0's slot, on CPU 0.
     let cpu = unsafe { cpu::init(0, ymm_upper.is_some() || xsave_supported()) };
+    // Exceptions in the service thread arrive on the kernel stack.
+    boot_cpu_tss.privilege_stack_table[0] = x86_64::VirtAddr::new(cpu.kernel_stack_top);
     // SAFETY: the GDT has the layout the syscall MSRs assume.
     unsafe { service::syscall::init() };
     let frame =

@@ -160,6 +160,12 @@ const EXCEPTION_NAMES: [&str; EXCEPTION_VECTORS] = [
 
 /// Called by the common stub with the saved frame; prints the report.
 extern "C" fn report_exception(frame: &ExceptionFrame) -> ! {
+    if frame.cs & 3 == 3 {
+        // SAFETY: the exception came from ring 3 through an interrupt gate, so
+        // GS still holds the service's base: swap the core's back in.
+        unsafe { core::arch::asm!("swapgs", options(nomem, nostack)) };
+        crate::service::fault(frame.vector, frame.error_code, frame.rip);
+    }
     let name = usize::try_from(frame.vector)
         .ok()
         .and_then(|vector| EXCEPTION_NAMES.get(vector))

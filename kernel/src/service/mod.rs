@@ -216,3 +216,18 @@ pub fn deliver_exit(cpu: &mut PerCpu) -> ! {
     cpu.user.gprs[2] = cpu.pending.sequence;
     syscall::return_to_service(cpu)
 }
+
+/// An exception in the service thread: the service is at fault, not the core
+/// or the guest. Reports it and stops this CPU's VM.
+pub fn fault(vector: u64, error_code: u64, rip: u64) -> ! {
+    // SAFETY: called once from the exception path with GS restored; no other
+    // reference to this CPU's slot is live (the service was running).
+    let cpu = unsafe { crate::cpu::this_cpu() };
+    crate::vm::stop(
+        cpu,
+        format_args!(
+            "service fault: exception {vector} (error code {error_code:#x}) at service rip {rip:#x}, cr2 {:#x}",
+            crate::regs::cr2()
+        ),
+    )
+}
