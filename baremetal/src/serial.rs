@@ -19,6 +19,7 @@ const LINE_CONTROL: u16 = BASE + 3;
 const MODEM_CONTROL: u16 = BASE + 4;
 const LINE_STATUS: u16 = BASE + 5;
 const LINE_STATUS_TRANSMIT_EMPTY: u8 = 1 << 5;
+const LINE_STATUS_TRANSMITTER_IDLE: u8 = 1 << 6;
 /// Bounds the wait for the transmitter, so a missing UART cannot hang the CPU.
 const TRANSMIT_POLL_LIMIT: u32 = 100_000;
 
@@ -62,6 +63,18 @@ impl Com1 {
         }
         // SAFETY: writing the data register sends a byte; `self` proves ownership.
         unsafe { port::write_u8(DATA, byte) };
+    }
+
+    /// Waits (boundedly) until every byte written has left the UART, so that
+    /// nothing is lost when the machine stops right after.
+    pub fn flush(&mut self) {
+        for _ in 0..TRANSMIT_POLL_LIMIT {
+            // SAFETY: reading the line status register has no side effect; `self`
+            // proves the caller owns the UART.
+            if unsafe { port::read_u8(LINE_STATUS) } & LINE_STATUS_TRANSMITTER_IDLE != 0 {
+                break;
+            }
+        }
     }
 
     /// Sends a string, turning `\n` into `\r\n` as terminals expect.

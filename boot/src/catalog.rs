@@ -1,0 +1,156 @@
+//! The guests and services `cargo boot` knows by name: which crate and binary
+//! each is, and the kernel command line each guest runs with.
+
+/// A bare-metal binary built from a workspace crate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrateBinary {
+    /// Cargo package name.
+    pub package: &'static str,
+    /// Binary target name (the file under target/bare/.../release/).
+    pub bin: &'static str,
+    /// Cargo features besides `bare-metal`.
+    pub features: &'static [&'static str],
+}
+
+/// A guest the tool can boot.
+#[derive(Debug)]
+pub struct Guest {
+    pub name: &'static str,
+    pub binary: CrateBinary,
+    /// The `cordon.*` options the core runs this guest with (see
+    /// kernel/src/policy/cmdline.rs for their meaning).
+    pub kernel_command_line: &'static str,
+    /// What the guest gets on its own command line (multiboot2 tag 1).
+    pub guest_command_line: &'static str,
+}
+
+/// A service the tool can load as the `service` module.
+#[derive(Debug)]
+pub struct Service {
+    pub name: &'static str,
+    pub binary: CrateBinary,
+    /// Serial-log markers a run with this service must show to pass (on top of
+    /// the guest's), and markers that fail it at once.
+    pub required_markers: &'static [&'static str],
+    pub failure_markers: &'static [&'static str],
+    /// Whether a run needs the guest's `RESULT: PASS` and the core's
+    /// `cordon: guest done` (false for services that do not emulate).
+    pub guest_completes: bool,
+}
+
+/// The kernel binary.
+pub const KERNEL: CrateBinary = CrateBinary {
+    package: "kernel",
+    bin: "kernel",
+    features: &[],
+};
+
+pub const GUESTS: &[Guest] = &[Guest {
+    name: "demo",
+    binary: CrateBinary {
+        package: "demo-guest",
+        bin: "demo-guest",
+        features: &[],
+    },
+    kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
+                          cordon.x2apic=hide",
+    guest_command_line: "demo",
+}];
+
+pub const SERVICES: &[Service] = &[
+    Service {
+        name: "emulator",
+        binary: CrateBinary {
+            package: "emulator",
+            bin: "service",
+            features: &[],
+        },
+        required_markers: &[],
+        failure_markers: &[],
+        guest_completes: true,
+    },
+    Service {
+        name: "trace",
+        binary: CrateBinary {
+            package: "emulator",
+            bin: "service-trace",
+            features: &[],
+        },
+        required_markers: &[],
+        failure_markers: &[],
+        guest_completes: true,
+    },
+    Service {
+        name: "hostile",
+        binary: CrateBinary {
+            package: "hostile-service",
+            bin: "hostile-service",
+            features: &[],
+        },
+        required_markers: &["hostile: PASS"],
+        failure_markers: &["hostile: FAIL"],
+        guest_completes: false,
+    },
+];
+
+/// The guest called `name`.
+pub fn guest(name: &str) -> Option<&'static Guest> {
+    GUESTS.iter().find(|guest| guest.name == name)
+}
+
+/// The service called `name` (catalogue name or binary name).
+pub fn service(name: &str) -> Option<&'static Service> {
+    SERVICES
+        .iter()
+        .find(|service| service.name == name || service.binary.bin == name)
+}
+
+/// The names the catalogue knows, for error messages.
+pub fn guest_names() -> String {
+    GUESTS
+        .iter()
+        .map(|guest| guest.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The service names the catalogue knows, for error messages.
+pub fn service_names() -> String {
+    SERVICES
+        .iter()
+        .map(|service| service.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_by_name_and_binary() {
+        assert_eq!(
+            guest("demo").map(|guest| guest.binary.bin),
+            Some("demo-guest")
+        );
+        assert!(guest("nonesuch").is_none());
+        assert_eq!(
+            service("service").map(|service| service.name),
+            Some("emulator")
+        );
+        assert_eq!(
+            service("trace").map(|service| service.binary.bin),
+            Some("service-trace")
+        );
+        assert!(service("nonesuch").is_none());
+    }
+
+    #[test]
+    fn command_lines_hold_only_cordon_options() {
+        for guest in GUESTS {
+            for word in guest.kernel_command_line.split_whitespace() {
+                assert!(word.starts_with("cordon."), "{word} in {}", guest.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `cargo boot test`: the licence check, the host tests, and every end-to-end
+//! boot in one table; prints one line per test and `N passed, N failed`.
+
+use crate::cli::{RunOptions, Vmm};
+use crate::image;
+use crate::licences;
+use crate::run::{self, SELFTEST_UD2};
+use crate::verdict::Verdict;
+use crate::vmm;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// One end-to-end boot of the table.
+struct BootCase {
+    name: &'static str,
+    /// Image name under target/cordon/.
+    image: &'static str,
+    service: &'static str,
+    vmm: Vmm,
+    no_hypervisor: bool,
+    extra_kernel_arguments: &'static str,
+    timeout: Duration,
+}
+
+const fn case(name: &'static str, image: &'static str, service: &'static str) -> BootCase {
+    BootCase {
+        name,
+        image,
+        service,
+        vmm: Vmm::Bochs,
+        no_hypervisor: false,
+        extra_kernel_arguments: "",
+        timeout: Duration::from_secs(600),
+    }
+}
+
+const BOOTS: &[BootCase] = &[
+    BootCase {
+        extra_kernel_arguments: SELFTEST_UD2,
+        timeout: Duration::from_secs(120),
+        ..case(
+            "core boot self-test: exception report (bochs)",
+            "test-selftest",
+            "emulator",
+        )
+    },
+    BootCase {
+        no_hypervisor: true,
+        ..case(
+            "demo guest on bare hardware, no hypervisor (bochs)",
+            "test-bare",
+            "emulator",
+        )
+    },
+    case(
+        "demo guest under Cordon, emulator service (bochs)",
+        "test-emulator",
+        "emulator",
+    ),
+    case(
+        "demo guest under Cordon, tracing service (bochs)",
+        "test-trace",
+        "trace",
+    ),
+    case(
+        "demo guest under Cordon, hostile service (bochs)",
+        "test-hostile",
+        "hostile",
+    ),
+];
+
+/// The image pair whose kernel.elf must be byte-identical (service swapped by
+/// the module line only).
+const SWAPPED_IMAGES: [&str; 2] = ["test-emulator", "test-trace"];
+
+/// Runs the whole table; true if everything passed.
+pub fn run_all(root: &Path) -> bool {
+    let mut results: Vec<(String, Result<String, String>, Duration)> = Vec::new();
+    let total = 3 + BOOTS.len() + 1;
+    let mut record = |name: String, work: &mut dyn FnMut() -> Result<String, String>| {
+        let index = results.len() + 1;
+        println!("boot: test {index}/{total}: {name}");
+        let started = Instant::now();
+        let outcome = work();
+        let elapsed = started.elapsed();
+        match &outcome {
+            Ok(detail) => println!(
+                "boot: test {index}/{total}: PASS {detail} ({:.1} s)",
+                elapsed.as_secs_f64()
+            ),
+            Err(reason) => println!(
+                "boot: test {index}/{total}: FAIL {reason} ({:.1} s)",
+                elapsed.as_secs_f64()
+            ),
+        }
+        results.push((name, outcome, elapsed));
+    };
+
+    record(
+        "licences of all dependencies (deny.toml)".into(),
+        &mut || licences::check(root).map(|count| format!("{count} packages")),
+    );
+    record("host tests (cargo test --workspace)".into(), &mut || {
+        host_tests(root)
+    });
+    for boot in BOOTS {
+        record(boot.name.into(), &mut || run_boot(root, boot));
+    }
+    record(
+        "kernel.elf byte-identical in both service images".into(),
+        &mut || kernel_identical(root),
+    );
+    record(qemu_case_name(), &mut || qemu_boot(root));
+
+    println!();
+    for (name, outcome, elapsed) in &results {
+        let status = if outcome.is_ok() { "PASS" } else { "FAIL" };
+        println!("  {status}  {name} ({:.1} s)", elapsed.as_secs_f64());
+    }
+    let failed = results
+        .iter()
+        .filter(|(_, outcome, _)| outcome.is_err())
+        .count();
+    println!("{} passed, {failed} failed", results.len() - failed);
+    failed == 0
+}
+
+fn host_tests(root: &Path) -> Result<String, String> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .status()
+        .map_err(|error| format!("cannot run cargo test: {error}"))?;
+    if status.success() {
+        Ok("all passed".into())
+    } else {
+        Err(format!("cargo test --workspace failed ({status})"))
+    }
+}
+
+fn run_boot(root: &Path, boot: &BootCase) -> Result<String, String> {
+    let options = RunOptions {
+        service: boot.service.into(),
+        vmm: boot.vmm,
+        no_hypervisor: boot.no_hypervisor,
+        timeout: boot.timeout,
+        ..RunOptions::default()
+    };
+    let prepared = run::prepare(root, &options, boot.image, boot.extra_kernel_arguments)?;
+    let report = run::boot(prepared, &options, &mut std::io::stdout())?;
+    match report.verdict {
+        Verdict::Pass(summary) => Ok(summary),
+        Verdict::Fail(reason) => Err(reason),
+    }
+}
+
+fn kernel_identical(root: &Path) -> Result<String, String> {
+    let output = run::output_dir(root);
+    let mut kernels = Vec::new();
+    for name in SWAPPED_IMAGES {
+        let iso = output.join(format!("{name}.iso"));
+        if !iso.is_file() {
+            return Err(format!("{} was not built", iso.display()));
+        }
+        let copy = output.join(name).join("kernel-from-iso.elf");
+        kernels.push(image::extract(&iso, "/boot/kernel.elf", &copy)?);
+    }
+    if kernels[0] == kernels[1] {
+        Ok(format!("{} bytes", kernels[0].len()))
+    } else {
+        Err(format!(
+            "kernel.elf differs between {} and {}",
+            SWAPPED_IMAGES[0], SWAPPED_IMAGES[1]
+        ))
+    }
+}
+
+fn qemu_case_name() -> String {
+    if vmm::kvm_usable() {
+        "demo guest under Cordon in QEMU/KVM (nested VMX)".into()
+    } else {
+        "QEMU without VMX (TCG): the core reports `VMX not available`".into()
+    }
+}
+
+/// With KVM the demo must pass; under TCG the run must end quickly with the
+/// core's clear refusal, not hang.
+fn qemu_boot(root: &Path) -> Result<String, String> {
+    let options = RunOptions {
+        vmm: Vmm::Qemu,
+        timeout: Duration::from_secs(120),
+        ..RunOptions::default()
+    };
+    let prepared = run::prepare(root, &options, "test-qemu", "")?;
+    let report = run::boot(prepared, &options, &mut std::io::stdout())?;
+    match (vmm::kvm_usable(), report.verdict) {
+        (true, Verdict::Pass(summary)) => Ok(summary),
+        (false, Verdict::Fail(reason)) if reason == "VMX not available" => Ok(format!(
+            "reported in {:.1} s",
+            report.total_time.as_secs_f64()
+        )),
+        (_, Verdict::Fail(reason)) => Err(reason),
+        (false, Verdict::Pass(summary)) => Err(format!("passed without VMX?! {summary}")),
+    }
+}
