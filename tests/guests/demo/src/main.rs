@@ -1,6 +1,7 @@
 //! The demo guest binary: 32-bit checks (phase32.s), then 64-bit checks and the store
-//! figure, one line each on COM1, a summary, and the end of the run (DONE hypercall under
-//! Cordon, Bochs magic breakpoint natively).
+//! figure, one line each on COM1, a summary, `demo: done pass|fail`, the `RESULT:` line
+//! the boot tool judges, and the end of the run (DONE hypercall under Cordon, Bochs
+//! magic breakpoint natively).
 #![no_std]
 #![no_main]
 
@@ -11,7 +12,7 @@ mod figure;
 use core::panic::PanicInfo;
 
 use demo_guest::phase32;
-use demo_guest::report::{Tally, verdict_line};
+use demo_guest::report::{ResultLine, Tally, done_line};
 use guest_support::cpu;
 use guest_support::idt::{self, ExceptionRecord};
 use guest_support::trapped::TrappedMemory;
@@ -56,26 +57,27 @@ extern "C" fn guest_main64(multiboot_magic: u32, _multiboot_info: u32) -> ! {
 
     let trapped = memory.instructions();
     serial_println!("{}", tally.summary(trapped));
-    let passed = complete && tally.all_passed();
-    serial_println!("{}", verdict_line(passed));
-    cpu::finish(passed, trapped)
+    let result = ResultLine::new(tally, complete);
+    serial_println!("{}", done_line(result.passed()));
+    serial_println!("{result}");
+    cpu::finish(result.passed(), trapped)
 }
 
 fn unexpected_exception(record: &ExceptionRecord) -> ! {
+    serial_println!("{}", done_line(false));
     serial_println!(
-        "demo: unexpected exception vector={} error={:#x} rip={:#x} cr2={:#x}",
+        "RESULT: FAIL demo: unexpected exception vector={} error={:#x} rip={:#x} cr2={:#x}",
         record.vector,
         record.error_code,
         record.rip,
         record.cr2
     );
-    serial_println!("{}", verdict_line(false));
     cpu::finish(false, 0)
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
-    serial_println!("demo: panic: {info}");
-    serial_println!("{}", verdict_line(false));
+    serial_println!("{}", done_line(false));
+    serial_println!("RESULT: FAIL demo: panic: {info}");
     cpu::finish(false, 0)
 }

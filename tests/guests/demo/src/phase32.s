@@ -29,6 +29,12 @@
 8:
     .endm
 
+    /* EAX holds the result; EDX reports the expected value it is compared with. */
+    .macro DEMO_GOT_EXPECTED value
+    mov $\value, %edx
+    DEMO_EXPECT_SAME %eax, %edx
+    .endm
+
     .macro DEMO_EXPECT_RANGE reg, low, high
     cmpl $\low, \reg
     jb 8f
@@ -105,16 +111,14 @@ guest_phase32:
     DEMO_TRAPPED mov {LAPIC_TPR}, %eax
     DEMO_TRAPPED movl $0, {LAPIC_TPR}
     and $0xff, %eax
-    mov $0x50, %edx
-    DEMO_EXPECT %eax, 0x50
+    DEMO_GOT_EXPECTED 0x50
     call demo_record
 
 /* mov8: immediate store, load into AL */
     DEMO_TRAPPED movb $0xa5, {VGA} + 0x100
     xor %eax, %eax
     DEMO_TRAPPED mov {VGA} + 0x100, %al
-    mov $0xa5, %edx
-    DEMO_EXPECT %eax, 0xa5
+    DEMO_GOT_EXPECTED 0xa5
     call demo_record
 
 /* mov16: register store, load into AX */
@@ -122,8 +126,7 @@ guest_phase32:
     DEMO_TRAPPED mov %cx, {VGA} + 0x102
     xor %eax, %eax
     DEMO_TRAPPED mov {VGA} + 0x102, %ax
-    mov $0xbeef, %edx
-    DEMO_EXPECT %eax, 0xbeef
+    DEMO_GOT_EXPECTED 0xbeef
     call demo_record
 
 /* mov32: EAX to moffs32 (opcode A3), register-indirect load */
@@ -132,27 +135,22 @@ guest_phase32:
     mov ${VGA} + 0x104, %edi
     xor %eax, %eax
     DEMO_TRAPPED mov (%edi), %eax
-    mov $0x12345678, %edx
-    DEMO_EXPECT %eax, 0x12345678
+    DEMO_GOT_EXPECTED 0x12345678
     call demo_record
 
 /* movzx8, movzx16, movsx8, movsx16 of the word 0x80f1 */
     DEMO_TRAPPED movw $0x80f1, {VGA} + 0x108
     DEMO_TRAPPED movzbl {VGA} + 0x108, %eax
-    mov $0xf1, %edx
-    DEMO_EXPECT %eax, 0xf1
+    DEMO_GOT_EXPECTED 0xf1
     call demo_record
     DEMO_TRAPPED movzwl {VGA} + 0x108, %eax
-    mov $0x80f1, %edx
-    DEMO_EXPECT %eax, 0x80f1
+    DEMO_GOT_EXPECTED 0x80f1
     call demo_record
     DEMO_TRAPPED movsbl {VGA} + 0x108, %eax
-    mov $0xfffffff1, %edx
-    DEMO_EXPECT %eax, 0xfffffff1
+    DEMO_GOT_EXPECTED 0xfffffff1
     call demo_record
     DEMO_TRAPPED movswl {VGA} + 0x108, %eax
-    mov $0xffff80f1, %edx
-    DEMO_EXPECT %eax, 0xffff80f1
+    DEMO_GOT_EXPECTED 0xffff80f1
     call demo_record
 
 /* add: 1000 + 234 (register) + 0x10000 (immediate) */
@@ -161,24 +159,21 @@ guest_phase32:
     DEMO_TRAPPED add %ecx, {VGA} + 0x110
     DEMO_TRAPPED addl $0x10000, {VGA} + 0x110
     DEMO_TRAPPED mov {VGA} + 0x110, %eax
-    mov $0x104d2, %edx
-    DEMO_EXPECT %eax, 0x104d2
+    DEMO_GOT_EXPECTED 0x104d2
     call demo_record
 
 /* or: 0xf0f00000 | 0x0000ff0f (immediate) */
     DEMO_TRAPPED movl $0xf0f00000, {VGA} + 0x114
     DEMO_TRAPPED orl $0x0000ff0f, {VGA} + 0x114
     DEMO_TRAPPED mov {VGA} + 0x114, %eax
-    mov $0xf0f0ff0f, %edx
-    DEMO_EXPECT %eax, 0xf0f0ff0f
+    DEMO_GOT_EXPECTED 0xf0f0ff0f
     call demo_record
 
 /* and: 0xffff00ff & 0x0f0f0f0f (immediate) */
     DEMO_TRAPPED movl $0xffff00ff, {VGA} + 0x118
     DEMO_TRAPPED andl $0x0f0f0f0f, {VGA} + 0x118
     DEMO_TRAPPED mov {VGA} + 0x118, %eax
-    mov $0x0f0f000f, %edx
-    DEMO_EXPECT %eax, 0x0f0f000f
+    DEMO_GOT_EXPECTED 0x0f0f000f
     call demo_record
 
 /* xchg: memory 0x11111111 <-> EAX 0x22222222 */

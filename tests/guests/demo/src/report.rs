@@ -109,12 +109,53 @@ impl fmt::Display for StoreFigure {
     }
 }
 
-/// The last line the guest prints.
-pub fn verdict_line(passed: bool) -> &'static str {
+/// The guest's line that ends its run: `demo: done pass` or `demo: done fail`.
+pub fn done_line(passed: bool) -> &'static str {
     if passed {
         "demo: done pass"
     } else {
         "demo: done fail"
+    }
+}
+
+/// The `RESULT:` line the boot tool judges the guest by.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultLine {
+    tally: Tally,
+    phase32_complete: bool,
+}
+
+impl ResultLine {
+    /// The result of `tally`; `phase32_complete` says whether the 32-bit phase recorded
+    /// every one of its checks.
+    pub fn new(tally: Tally, phase32_complete: bool) -> Self {
+        Self {
+            tally,
+            phase32_complete,
+        }
+    }
+
+    /// Whether the run passed: all checks ran and passed.
+    pub fn passed(&self) -> bool {
+        self.phase32_complete && self.tally.all_passed()
+    }
+}
+
+impl fmt::Display for ResultLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Tally { passed, total } = self.tally;
+        if self.passed() {
+            return write!(f, "RESULT: PASS demo {passed}/{total} checks");
+        }
+        write!(
+            f,
+            "RESULT: FAIL demo: {} of {total} checks failed",
+            total - passed
+        )?;
+        if !self.phase32_complete {
+            write!(f, ", 32-bit phase incomplete")?;
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +198,34 @@ mod tests {
             figure.to_string(),
             "mmio-store: 1500 ticks, ram-store: 4 ticks"
         );
-        assert_eq!(verdict_line(false), "demo: done fail");
+        assert_eq!(done_line(false), "demo: done fail");
+        assert_eq!(done_line(true), "demo: done pass");
+    }
+
+    #[test]
+    fn result_lines() {
+        let all = Tally {
+            passed: 58,
+            total: 58,
+        };
+        assert!(ResultLine::new(all, true).passed());
+        assert_eq!(
+            ResultLine::new(all, true).to_string(),
+            "RESULT: PASS demo 58/58 checks"
+        );
+        assert_eq!(
+            ResultLine::new(all, false).to_string(),
+            "RESULT: FAIL demo: 0 of 58 checks failed, 32-bit phase incomplete"
+        );
+        let some = Tally {
+            passed: 55,
+            total: 58,
+        };
+        assert!(!ResultLine::new(some, true).passed());
+        assert_eq!(
+            ResultLine::new(some, true).to_string(),
+            "RESULT: FAIL demo: 3 of 58 checks failed"
+        );
+        assert!(!ResultLine::new(Tally::default(), true).passed());
     }
 }
