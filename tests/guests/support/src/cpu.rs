@@ -16,7 +16,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     __cpuid_count(leaf, subleaf)
 }
 
-/// The initial APIC ID of this CPU (CPUID.1:EBX[31:24]).
+/// The initial APIC ID of this CPU (CPUID.1:EBX bits 31:24).
 pub fn initial_apic_id() -> u32 {
     cpuid(1, 0).ebx >> 24
 }

@@ -1,6 +1,18 @@
 //! guest-support: what Cordon's bare-metal test guests share: the multiboot2 entry and
 //! long-mode switch, the COM1 console, CPU helpers, the exception IDT, a page-table
 //! builder and counted accesses to trapped memory.
+//!
+//! A new guest (see tests/guests/demo for a complete one):
+//! - Cargo.toml: feature `bare-metal = ["guest-support/bare-metal", "baremetal/bare-metal"]`,
+//!   a `[[bin]]` with `required-features = ["bare-metal"]` and `test = false`, and
+//!   `guest-support` with feature `build` as a build-dependency;
+//! - build.rs: `guest_support::build_script::link_guest_binaries();` (links at 32 MiB
+//!   with `guest.ld`, only for the bare-metal build);
+//! - the bin defines `#[unsafe(no_mangle)] extern "C" fn guest_main64(magic: u32,
+//!   info: u32) -> !` and `use baremetal as _;` (mem* for libcore), and may define a
+//!   32-bit `guest_phase32` in `global_asm!` that runs before paging (see `entry.s`);
+//! - it prints one line per check with [`serial_println!`] and ends with
+//!   [`cpu::finish`] (DONE hypercall under Cordon, Bochs magic breakpoint natively).
 #![no_std]
 
 #[cfg(any(test, feature = "build"))]
