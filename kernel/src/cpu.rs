@@ -5,6 +5,7 @@
 use crate::xstate::XsaveArea;
 use abi::ExitMessage;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The most CPUs the core will bring up.
 pub const MAX_CPUS: usize = 8;
@@ -34,15 +35,29 @@ pub enum VcpuState {
     Stopped,
 }
 
-/// Counters printed when the guest finishes.
-#[derive(Clone, Copy, Debug, Default)]
+/// Counters over all CPUs, printed when the guest finishes.
+#[derive(Debug)]
 pub struct Counters {
-    pub exits_forwarded: u64,
+    pub exits_forwarded: AtomicU64,
     /// Forwarded exits the service answered with a retired instruction.
-    pub instructions_retired: u64,
-    pub exceptions_injected: u64,
-    pub retries: u64,
-    pub refused_replies: u64,
+    pub instructions_retired: AtomicU64,
+    pub exceptions_injected: AtomicU64,
+    /// Forwarded exits answered with "retry" or with a partly done REP.
+    pub retries: AtomicU64,
+    pub refused_replies: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    exits_forwarded: AtomicU64::new(0),
+    instructions_retired: AtomicU64::new(0),
+    exceptions_injected: AtomicU64::new(0),
+    retries: AtomicU64::new(0),
+    refused_replies: AtomicU64::new(0),
+};
+
+/// Adds one to a counter.
+pub fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One CPU's state. The first fields are read by assembly at fixed offsets.
@@ -72,7 +87,6 @@ pub struct PerCpu {
     /// The message last forwarded, kept in core memory so a reply is checked
     /// against what the core sent, not against the shared page.
     pub pending: ExitMessage,
-    pub counters: Counters,
     pub xsave: XsaveArea,
 }
 
@@ -95,6 +109,11 @@ static STACKS: [KernelStack; MAX_CPUS] =
 
 const IA32_GS_BASE: u32 = 0xc000_0101;
 
+/// The top of CPU `index`'s kernel stack.
+pub fn kernel_stack_top(index: usize) -> u64 {
+    STACKS[index].0.get() as u64 + KERNEL_STACK_SIZE as u64
+}
+
 /// Initialises CPU `index`'s slot and points GS at it. Returns the slot.
 ///
 /// # Safety
@@ -111,7 +130,7 @@ pub unsafe fn init(index: usize, use_xsave: bool) -> &'static mut PerCpu {
     };
     cpu.state = VcpuState::NotStarted;
     cpu.self_ptr = cpu as *mut PerCpu as u64;
-    cpu.kernel_stack_top = STACKS[index].0.get() as u64 + KERNEL_STACK_SIZE as u64;
+    cpu.kernel_stack_top = kernel_stack_top(index);
     cpu.xsave_ptr = &raw mut cpu.xsave as u64;
     cpu.use_xsave = use_xsave as u64;
     cpu.index = index;

@@ -26,6 +26,8 @@ pub extern "C" fn handle_vm_exit(cpu: &mut PerCpu) -> ! {
         reason::XSETBV => handle_xsetbv(cpu),
         reason::INVD => vm::skip_instruction(cpu),
         reason::GETSEC => vm::inject_exception(cpu, 6, None),
+        reason::INIT => crate::smp::handle_init(cpu),
+        reason::SIPI => crate::smp::handle_sipi(cpu),
         reason::TRIPLE_FAULT => vm::stop(cpu, format_args!("guest triple fault")),
         reason::EPT_MISCONFIG => vm::stop(
             cpu,

@@ -1,7 +1,7 @@
 //! Forwarding an EPT violation on trapped memory to this CPU's service thread,
 //! and applying the service's validated reply to the vCPU.
 
-use crate::cpu::{PerCpu, VcpuState};
+use crate::cpu::{COUNTERS, PerCpu, VcpuState, count};
 use crate::exits::{read, write};
 use crate::policy::reply_check::{ExceptionInjection, GuestUpdate, ValidatedReply};
 use crate::vm;
@@ -34,7 +34,7 @@ pub fn ept_violation(cpu: &mut PerCpu) -> ! {
     cpu.sequence += 1;
     fill_message(cpu, gpa);
     cpu.state = VcpuState::AwaitingReply;
-    cpu.counters.exits_forwarded += 1;
+    count(&COUNTERS.exits_forwarded);
     crate::service::deliver_exit(cpu)
 }
 
@@ -131,7 +131,7 @@ pub fn apply(cpu: &mut PerCpu, reply: ValidatedReply) -> ! {
         ValidatedReply::Resume(update) => apply_update(cpu, &update),
         ValidatedReply::InjectException(exception) => apply_exception(cpu, exception),
         ValidatedReply::Retry => {
-            cpu.counters.retries += 1;
+            count(&COUNTERS.retries);
             vm::resume(cpu)
         }
         ValidatedReply::Stop => vm::stop(cpu, format_args!("the service asked to stop the VM")),
@@ -157,10 +157,10 @@ fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
     let old_rip = cpu.pending.state.rip;
     match update.rip {
         Some(rip) if rip != old_rip => {
-            cpu.counters.instructions_retired += 1;
+            count(&COUNTERS.instructions_retired);
             vm::advance_to(cpu, rip);
         }
-        _ => cpu.counters.retries += 1,
+        _ => count(&COUNTERS.retries),
     }
     vm::resume(cpu)
 }

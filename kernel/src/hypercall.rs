@@ -21,19 +21,22 @@ pub fn handle(cpu: &mut PerCpu) -> ! {
     }
     let guest_passed = rbx & 0xffff_ffff == 0;
     let guest_count = rcx & 0xffff_ffff;
-    let counters = cpu.counters;
+    let counters = &crate::cpu::COUNTERS;
+    let read = |counter: &core::sync::atomic::AtomicU64| {
+        counter.load(core::sync::atomic::Ordering::Relaxed)
+    };
     println!(
         "cordon: guest done on cpu {}: guest says {}, guest-emulated={} service-retired={} exits-forwarded={} exceptions-injected={} retries={} refused-replies={}",
         cpu.index,
         if guest_passed { "pass" } else { "fail" },
         guest_count,
-        counters.instructions_retired,
-        counters.exits_forwarded,
-        counters.exceptions_injected,
-        counters.retries,
-        counters.refused_replies,
+        read(&counters.instructions_retired),
+        read(&counters.exits_forwarded),
+        read(&counters.exceptions_injected),
+        read(&counters.retries),
+        read(&counters.refused_replies),
     );
-    let all_through_service = guest_count == counters.instructions_retired;
+    let all_through_service = guest_count == read(&counters.instructions_retired);
     println!(
         "cordon: every trapped access went through the service: {}",
         if all_through_service { "yes" } else { "NO" }

@@ -5,6 +5,7 @@
 //! host; the hardware side is built only with the `bare-metal` feature.
 #![cfg_attr(not(test), no_std)]
 
+pub mod acpi;
 pub mod arch;
 pub mod ept;
 pub mod policy;
@@ -29,6 +30,8 @@ mod platform;
 mod regs;
 #[cfg(feature = "bare-metal")]
 mod service;
+#[cfg(feature = "bare-metal")]
+mod smp;
 #[cfg(feature = "bare-metal")]
 mod vm;
 #[cfg(feature = "bare-metal")]

@@ -20,14 +20,6 @@ pub fn zeroed_frame() -> Option<u64> {
     Some(frame)
 }
 
-/// `count` contiguous zeroed frames.
-pub fn zeroed_frames(count: usize) -> Option<u64> {
-    let first = FRAMES.get()?.lock().allocate_contiguous(count)?;
-    // SAFETY: as in `zeroed_frame`, for the whole run.
-    unsafe { core::ptr::write_bytes(first as *mut u8, 0, 4096 * count) };
-    Some(first)
-}
-
 /// The paging structure (or any 4 KiB table) at physical `frame`.
 pub fn table(frame: u64) -> &'static mut [u64; 512] {
     // SAFETY: callers pass frames they allocated for tables; the hypervisor

@@ -111,6 +111,7 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
         platform.guest_ram.as_slice()
     );
 
+    let apic_ids = crate::smp::apic_ids(&boot);
     let service_module = boot
         .module("service")
         .unwrap_or_else(|| fail(format_args!("no `service` module")));
@@ -128,7 +129,11 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
             "the guest command line is longer than 256 bytes"
         ));
     }
-    let BootInfo { frames, boot_cpu_tss, .. } = boot;
+    let BootInfo {
+        frames,
+        boot_cpu_tss,
+        ..
+    } = boot;
     memory::init(frames);
     if service::window::init().is_none() {
         fail(format_args!("out of frames for the cmpxchg windows"));
@@ -136,7 +141,7 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
 
     let capabilities = CapabilityTable::new(&platform.config, &platform.guest_ram, hypervisor)
         .unwrap_or_else(|error| fail(format_args!("{}", error.describe())));
-    if let Err(error) = service::load(service_image, capabilities, 1) {
+    if let Err(error) = service::load(service_image, capabilities, apic_ids.len()) {
         fail(format_args!("cannot load the service: {error:?}"));
     }
     let entry = guest::load(guest_image, &guest_command_line)
@@ -163,44 +168,83 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
     let eptp = ept::build(&layout, &mut memory::EptFrames)
         .unwrap_or_else(|error| fail(format_args!("cannot build the EPT: {error:?}")));
 
-    // SAFETY: first and only initialisation of CPU 0's slot, on CPU 0.
-    let cpu = unsafe { cpu::init(0, ymm_upper.is_some() || xsave_supported()) };
-    // Exceptions in the service thread arrive on the kernel stack.
-    boot_cpu_tss.privilege_stack_table[0] = x86_64::VirtAddr::new(cpu.kernel_stack_top);
-    // SAFETY: the GDT has the layout the syscall MSRs assume.
-    unsafe { service::syscall::init() };
-    let frame =
-        || memory::zeroed_frame().unwrap_or_else(|| fail(format_args!("out of frames for VMX")));
-    let (vmxon_region, msr_bitmap) = (frame(), frame());
-    cpu.vmcs = frame();
-    cpu.msr_area = frame();
-    // SAFETY: support was checked and the region is a fresh zeroed frame.
-    if let Err(why) = unsafe { vmx::enable(vmxon_region) } {
-        println!("cordon: {why}");
-        finish(false);
-    }
-    cpu.vmxon_region = vmxon_region;
-    let start = GuestStart {
-        rip: entry.rip,
-        rax: entry.rax,
-        rbx: entry.rbx,
-        eptp,
-        vpid: 1,
-    };
-    // SAFETY: VMX is on and the frames are fresh and reserved for this CPU.
-    if let Err(error) = unsafe { vmcs::setup(cpu, msr_bitmap, &start) } {
-        fail(format_args!("cannot set up the VMCS: {error:?}"));
-    }
-    if let Err(error) = vmx::insn::invept_single(eptp) {
-        println!("cordon: INVEPT failed ({error:?}); continuing with a fresh EPT");
-    }
-    cpu.guest.gprs[0] = entry.rax;
-    cpu.guest.gprs[3] = entry.rbx;
+    let cpus = crate::smp::start_aps(&apic_ids, eptp);
+    println!("cordon: {cpus} of {} CPUs online", apic_ids.len());
+    let cpu = bring_up_cpu_with_tss(0, boot_cpu_tss);
+    prepare_vcpu(cpu, eptp, Some(entry));
     println!(
         "cordon: guest entry {:#x}, starting the service on cpu 0",
         entry.rip
     );
     service::start_thread(cpu)
+}
+
+/// Per-CPU descriptor tables of the APs (the boot CPU's come from early boot).
+static AP_TABLES: [crate::arch::take_once::TakeOnce<crate::arch::gdt::CpuTables>; cpu::MAX_CPUS] =
+    [const { crate::arch::take_once::TakeOnce::new(crate::arch::gdt::CpuTables::new()) };
+        cpu::MAX_CPUS];
+
+/// Brings an AP to where the boot CPU is after early boot plus the core's
+/// per-CPU state: descriptor tables, exceptions, extended state, SYSCALL, VMX.
+pub fn bring_up_cpu(index: usize) -> &'static mut cpu::PerCpu {
+    let Some(tables) = AP_TABLES.get(index).and_then(|slot| slot.take()) else {
+        fail(format_args!(
+            "cpu {index} brought up twice or beyond MAX_CPUS"
+        ));
+    };
+    let tss = tables.load();
+    crate::arch::load_exception_table();
+    enable_xsave();
+    bring_up_cpu_with_tss(index, tss)
+}
+
+fn bring_up_cpu_with_tss(
+    index: usize,
+    tss: &'static mut x86_64::structures::tss::TaskStateSegment,
+) -> &'static mut cpu::PerCpu {
+    // SAFETY: each CPU initialises its own slot once, on itself.
+    let cpu = unsafe { cpu::init(index, xsave_supported()) };
+    // Exceptions in the service thread arrive on the kernel stack.
+    tss.privilege_stack_table[0] = x86_64::VirtAddr::new(cpu.kernel_stack_top);
+    // SAFETY: the GDT has the layout the syscall MSRs assume.
+    unsafe { service::syscall::init() };
+    let frame =
+        || memory::zeroed_frame().unwrap_or_else(|| fail(format_args!("out of frames for VMX")));
+    cpu.vmxon_region = frame();
+    cpu.vmcs = frame();
+    cpu.msr_area = frame();
+    // SAFETY: support was checked and the region is a fresh zeroed frame.
+    if let Err(why) = unsafe { vmx::enable(cpu.vmxon_region) } {
+        fail(format_args!("cpu {index}: {why}"));
+    }
+    cpu
+}
+
+/// Creates the CPU's vCPU: started at the guest's entry (boot CPU) or
+/// waiting for the guest's SIPI (APs).
+pub fn prepare_vcpu(cpu: &mut cpu::PerCpu, eptp: u64, entry: Option<guest::GuestEntry>) {
+    let msr_bitmap =
+        memory::zeroed_frame().unwrap_or_else(|| fail(format_args!("out of frames for VMX")));
+    let start = GuestStart {
+        rip: entry.map_or(0, |entry| entry.rip),
+        rax: entry.map_or(0, |entry| entry.rax),
+        rbx: entry.map_or(0, |entry| entry.rbx),
+        eptp,
+        vpid: cpu.index as u16 + 1,
+        wait_for_sipi: entry.is_none(),
+    };
+    // SAFETY: VMX is on and the frames are fresh and reserved for this CPU.
+    if let Err(error) = unsafe { vmcs::setup(cpu, msr_bitmap, &start) } {
+        fail(format_args!(
+            "cpu {}: cannot set up the VMCS: {error:?}",
+            cpu.index
+        ));
+    }
+    if let Err(error) = vmx::insn::invept_single(eptp) {
+        println!("cordon: INVEPT failed ({error:?}); continuing with a fresh EPT");
+    }
+    cpu.guest.gprs[0] = start.rax;
+    cpu.guest.gprs[3] = start.rbx;
 }
 
 fn xsave_supported() -> bool {

@@ -52,7 +52,7 @@ pub fn queue_exception(cpu: &mut PerCpu, vector: u8, error_code: Option<u32>) {
         write(cpu, f::ENTRY_EXCEPTION_ERROR_CODE, u64::from(code));
     }
     write(cpu, f::ENTRY_INTERRUPTION_INFO, info);
-    cpu.counters.exceptions_injected += 1;
+    crate::cpu::count(&crate::cpu::COUNTERS.exceptions_injected);
 }
 
 /// Injects hardware exception `vector` (RIP stays at the faulting instruction) and resumes.

@@ -116,6 +116,7 @@ pub fn load(bytes: &[u8], capabilities: CapabilityTable, cpus: usize) -> Result<
             )?;
             page += PAGE_SIZE;
         }
+        space.prepare(map_window_address(cpu as usize))?;
         let message = message_page_address(cpu as usize);
         space.map(
             message,

@@ -103,6 +103,12 @@ impl AddressSpace {
         Ok(old)
     }
 
+    /// Creates the page table for user page `address` ahead of time, so
+    /// later `map` calls on different CPUs never race to create it.
+    pub fn prepare(&self, address: u64) -> Result<(), SpaceError> {
+        self.entry(address).map(drop)
+    }
+
     /// Removes the mapping of user page `address`.
     pub fn unmap(&self, address: u64) -> Result<(), SpaceError> {
         *self.entry(address)? = 0;

@@ -200,7 +200,7 @@ fn reply_recv(cpu: &mut PerCpu, has_reply: u64, version: u64) -> Result<u64, Sys
             match validate_reply(&reply, &cpu.pending) {
                 Ok(validated) => crate::forward::apply(cpu, validated),
                 Err(error) => {
-                    cpu.counters.refused_replies += 1;
+                    crate::cpu::count(&crate::cpu::COUNTERS.refused_replies);
                     println!("cordon: service reply refused: {}", error.describe());
                     Err(SyscallError::BadReply)
                 }

@@ -35,12 +35,10 @@ pub const ENTRY_CONTROLS: u64 = 0x4012;
 pub const ENTRY_MSR_LOAD_COUNT: u64 = 0x4014;
 pub const ENTRY_INTERRUPTION_INFO: u64 = 0x4016;
 pub const ENTRY_EXCEPTION_ERROR_CODE: u64 = 0x4018;
-pub const ENTRY_INSTRUCTION_LENGTH: u64 = 0x401a;
 pub const SECONDARY_CONTROLS: u64 = 0x401e;
 
 pub const VM_INSTRUCTION_ERROR: u64 = 0x4400;
 pub const EXIT_REASON: u64 = 0x4402;
-pub const EXIT_INTERRUPTION_INFO: u64 = 0x4404;
 pub const IDT_VECTORING_INFO: u64 = 0x4408;
 pub const EXIT_INSTRUCTION_LENGTH: u64 = 0x440c;
 
@@ -99,10 +97,6 @@ pub const fn segment_field(first: u64, index: usize) -> u64 {
     first + 2 * index as u64
 }
 
-pub mod pin {
-    pub const NMI_EXITING: u32 = 1 << 3;
-}
-
 pub mod primary {
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
     pub const ACTIVATE_SECONDARY: u32 = 1 << 31;
@@ -133,7 +127,6 @@ pub mod entry_ctl {
 
 /// Basic exit reasons the core handles itself.
 pub mod reason {
-    pub const EXCEPTION_OR_NMI: u32 = 0;
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INIT: u32 = 3;
     pub const SIPI: u32 = 4;
@@ -142,7 +135,6 @@ pub mod reason {
     pub const INVD: u32 = 13;
     pub const VMCALL: u32 = 18;
     pub const CR_ACCESS: u32 = 28;
-    pub const ENTRY_FAILURE_GUEST_STATE: u32 = 33;
     pub const EPT_VIOLATION: u32 = 48;
     pub const EPT_MISCONFIG: u32 = 49;
     pub const XSETBV: u32 = 55;

@@ -45,6 +45,8 @@ pub struct GuestStart {
     pub rbx: u64,
     pub eptp: u64,
     pub vpid: u16,
+    /// An AP's vCPU starts waiting for the guest's SIPI.
+    pub wait_for_sipi: bool,
 }
 
 /// The allowed settings of one control field: (must be 1, may be 1).
@@ -275,7 +277,12 @@ fn setup_guest(start: &GuestStart) -> Result<(), VmcsError> {
     insn::vmwrite(f::GUEST_RFLAGS, 0x2)?;
     insn::vmwrite(f::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
     insn::vmwrite(f::GUEST_INTERRUPTIBILITY, 0)?;
-    insn::vmwrite(f::GUEST_ACTIVITY_STATE, 0)?;
+    let activity = if start.wait_for_sipi {
+        crate::smp::ACTIVITY_WAIT_FOR_SIPI
+    } else {
+        0
+    };
+    insn::vmwrite(f::GUEST_ACTIVITY_STATE, activity)?;
     insn::vmwrite(f::GUEST_SYSENTER_CS, 0)?;
     insn::vmwrite(f::GUEST_SYSENTER_ESP, 0)?;
     insn::vmwrite(f::GUEST_SYSENTER_EIP, 0)?;
@@ -284,4 +291,37 @@ fn setup_guest(start: &GuestStart) -> Result<(), VmcsError> {
     insn::vmwrite(f::GUEST_IA32_EFER, 0)?;
     insn::vmwrite(f::ENTRY_INTERRUPTION_INFO, 0)?;
     Ok(())
+}
+
+/// The non-segment state of a vCPU after INIT, for the start at a SIPI
+/// (unrestricted guest runs it in real mode).
+pub fn reset_to_real_mode(cpu: &mut PerCpu) {
+    use crate::exits::{read, write};
+    let ((cr0_fixed0, _), (cr4_fixed0, _)) = super::fixed_bits();
+    write(cpu, f::GUEST_CR0, 0x10 | cr0_fixed0);
+    write(cpu, f::CR0_READ_SHADOW, 0);
+    write(cpu, f::GUEST_CR3, 0);
+    write(cpu, f::GUEST_CR4, cr4_fixed0);
+    write(cpu, f::CR4_READ_SHADOW, 0);
+    write(cpu, f::GUEST_IA32_EFER, 0);
+    let controls = read(f::ENTRY_CONTROLS) & !u64::from(entry_ctl::IA32E_GUEST);
+    write(cpu, f::ENTRY_CONTROLS, controls);
+    for (base, limit) in [
+        (f::GUEST_GDTR_BASE, f::GUEST_GDTR_LIMIT),
+        (f::GUEST_IDTR_BASE, f::GUEST_IDTR_LIMIT),
+    ] {
+        write(cpu, base, 0);
+        write(cpu, limit, 0xffff);
+    }
+    write(cpu, f::GUEST_LDTR_SELECTOR, 0);
+    write(cpu, f::GUEST_LDTR_ACCESS_RIGHTS, 1 << 16);
+    write(cpu, f::GUEST_TR_SELECTOR, 0);
+    write(cpu, f::GUEST_TR_BASE, 0);
+    write(cpu, f::GUEST_TR_LIMIT, 0xffff);
+    write(cpu, f::GUEST_TR_ACCESS_RIGHTS, 0x8b);
+    write(cpu, f::GUEST_RFLAGS, 0x2);
+    write(cpu, f::GUEST_DR7, 0x400);
+    write(cpu, f::GUEST_INTERRUPTIBILITY, 0);
+    write(cpu, f::GUEST_PENDING_DEBUG_EXCEPTIONS, 0);
+    write(cpu, f::ENTRY_INTERRUPTION_INFO, 0);
 }
