@@ -47,7 +47,8 @@ pub trait Guest {
     fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError>;
     /// Atomically compares the `expected.len()` (1, 2, 4, 8 or 16) bytes that
     /// start at `offset` in page `pages[0]` (continuing at the start of
-    /// `pages[1]` when they run past the end of the first page) with
+    /// `pages[1]` when they run past the end of the first page; `pages[1]` is
+    /// meaningless otherwise) with
     /// `expected`; if equal, stores `new`. Returns whether it stored, and
     /// fills `current` with the bytes found.
     fn compare_exchange(

@@ -73,8 +73,10 @@ impl GuestMemory {
         if !matches!(width, 1 | 2 | 4 | 8 | 16) || new.len() != width || current.len() != width {
             return Err(AccessError::BadWidth);
         }
+        // The ABI wants no second page unless the access really splits.
+        let splits = usize::from(offset) + width > PAGE_SIZE as usize;
         let mut request = CmpxchgRequest {
-            pages,
+            pages: [pages[0], if splits { pages[1] } else { 0 }],
             offset,
             width: width as u8,
             ..CmpxchgRequest::default()
