@@ -126,7 +126,11 @@ pub(crate) fn shift(op: ShiftOp, value: u64, count: u64, carry: bool, size: usiz
     let msb = |v: u64| v & sign_bit(size) != 0;
     match op {
         ShiftOp::Shl => {
-            let result = if count >= bits { 0 } else { (value << count) & m };
+            let result = if count >= bits {
+                0
+            } else {
+                (value << count) & m
+            };
             let cf = count <= bits && (value >> (bits - count)) & 1 != 0;
             let of = msb(result) != cf;
             Shifted {
@@ -231,14 +235,22 @@ pub(crate) fn double_shift(left: bool, dest: u64, source: u64, count: u64, size:
     // result is architecturally undefined).
     let (d, s, b) = (u128::from(dest), u128::from(source), bits);
     let (result, cf) = if left {
-        let wide = if b == 64 { (d << b) | s } else { (d << (2 * b)) | (s << b) | d };
+        let wide = if b == 64 {
+            (d << b) | s
+        } else {
+            (d << (2 * b)) | (s << b) | d
+        };
         let top = if b == 64 { 2 * b } else { 3 * b };
         let shifted = wide << count;
         let result = ((shifted >> (top - b)) as u64) & m;
         let cf = (wide >> (top - count)) & 1 != 0;
         (result, cf)
     } else {
-        let wide = if b == 64 { (s << b) | d } else { (d << (2 * b)) | (s << b) | d };
+        let wide = if b == 64 {
+            (s << b) | d
+        } else {
+            (d << (2 * b)) | (s << b) | d
+        };
         let result = ((wide >> count) as u64) & m;
         let cf = (wide >> (count - 1)) & 1 != 0;
         (result, cf)

@@ -159,11 +159,17 @@ pub fn emulate(guest: &mut impl Guest, exit: &ExitMessage) -> Outcome {
 /// depends on. A REP string instruction that faults after making progress
 /// retires the completed iterations (RIP unchanged); the re-execution then
 /// raises the fault.
-pub fn emulate_with(guest: &mut impl Guest, exit: &ExitMessage, config: &EmulatorConfig) -> Outcome {
+pub fn emulate_with(
+    guest: &mut impl Guest,
+    exit: &ExitMessage,
+    config: &EmulatorConfig,
+) -> Outcome {
     let mut machine = Machine::new(guest, exit, config);
     let fetched = match machine.fetch_and_decode() {
         Ok(fetched) => fetched,
-        Err(FetchError::Fault(fault)) => return outcome_of(fault, [0; MAX_INSTRUCTION_LEN], 0, None),
+        Err(FetchError::Fault(fault)) => {
+            return outcome_of(fault, [0; MAX_INSTRUCTION_LEN], 0, None);
+        }
         Err(FetchError::Undecodable(bytes, length)) => {
             return Outcome::Unsupported(Unsupported {
                 bytes,
@@ -204,7 +210,12 @@ fn next_rip(mode: Mode, exit: &ExitMessage, next_ip: u64) -> u64 {
     }
 }
 
-fn outcome_of(fault: Fault, bytes: [u8; MAX_INSTRUCTION_LEN], length: usize, code: Option<Code>) -> Outcome {
+fn outcome_of(
+    fault: Fault,
+    bytes: [u8; MAX_INSTRUCTION_LEN],
+    length: usize,
+    code: Option<Code>,
+) -> Outcome {
     match fault {
         Fault::Exception(exception) => Outcome::Exception(exception),
         Fault::Retry => Outcome::Retry,

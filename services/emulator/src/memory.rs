@@ -57,12 +57,7 @@ impl<G: Guest> Machine<'_, G> {
             DataAccess::Write => SegmentAccess::Write,
         };
         let linear = linearize(
-            self.exit,
-            self.mode,
-            segment,
-            offset,
-            len as u64,
-            seg_access,
+            self.exit, self.mode, segment, offset, len as u64, seg_access,
         )?;
         if let Alignment::Required(bytes) = alignment
             && linear % bytes.max(1) != 0
@@ -126,7 +121,9 @@ impl<G: Guest> Machine<'_, G> {
 
     /// Reads the span into `buf` (at most `span.len` bytes are used).
     pub(crate) fn read_span(&mut self, span: &Span, buf: &mut [u8]) -> Result<(), Fault> {
-        let buf = buf.get_mut(..span.len).ok_or(Fault::Unsupported("buffer"))?;
+        let buf = buf
+            .get_mut(..span.len)
+            .ok_or(Fault::Unsupported("buffer"))?;
         let (first, second) = buf.split_at_mut(span.first_len.min(span.len));
         self.guest.read_physical(span.first_gpa, first)?;
         if !second.is_empty() {

@@ -23,7 +23,8 @@ pub(crate) fn address_size(instruction: &Instruction) -> u32 {
         Register::EIP => 4,
         _ => reg.size() as u32,
     };
-    let size = from_register(instruction.memory_base()).max(from_register(instruction.memory_index()));
+    let size =
+        from_register(instruction.memory_base()).max(from_register(instruction.memory_index()));
     if size != 0 {
         return size;
     }
@@ -54,7 +55,10 @@ impl<G: Guest> Machine<'_, G> {
         let mut offset = instruction.memory_displacement64();
         let base = instruction.memory_base();
         if base != Register::None && !base.is_ip() {
-            let value = self.regs.gpr(base).ok_or(Fault::Unsupported("memory base register"))?;
+            let value = self
+                .regs
+                .gpr(base)
+                .ok_or(Fault::Unsupported("memory base register"))?;
             offset = offset.wrapping_add(value);
         }
         let index = instruction.memory_index();
@@ -63,7 +67,8 @@ impl<G: Guest> Machine<'_, G> {
                 .regs
                 .gpr(index)
                 .ok_or(Fault::Unsupported("vector-indexed memory operand"))?;
-            offset = offset.wrapping_add(value.wrapping_mul(u64::from(instruction.memory_index_scale())));
+            offset = offset
+                .wrapping_add(value.wrapping_mul(u64::from(instruction.memory_index_scale())));
         }
         Ok(MemoryOperand {
             segment: segment_index(instruction.memory_segment())?,
@@ -94,7 +99,9 @@ impl<G: Guest> Machine<'_, G> {
                 .ok_or(Fault::Unsupported("segment register"))?;
             return Ok(u64::from(segment.selector));
         }
-        self.regs.gpr(reg).ok_or(Fault::Unsupported("operand register"))
+        self.regs
+            .gpr(reg)
+            .ok_or(Fault::Unsupported("operand register"))
     }
 
     /// Writes a GPR operand.

@@ -314,7 +314,9 @@ fn walk_wide<G: Guest>(
         }
         table = value & address_mask;
     }
-    Err(WalkStop::Fault(Fault::Unsupported("page walk without a leaf")))
+    Err(WalkStop::Fault(Fault::Unsupported(
+        "page walk without a leaf",
+    )))
 }
 
 fn check_permissions(
@@ -346,8 +348,7 @@ fn check_permissions(
     if keys_apply {
         let access_disabled = (ctx.pkru >> (2 * walk.key)) & 1 != 0;
         let write_disabled = (ctx.pkru >> (2 * walk.key + 1)) & 1 != 0;
-        let key_denies =
-            access_disabled || (kind.write && write_disabled && (kind.user || wp));
+        let key_denies = access_disabled || (kind.write && write_disabled && (kind.user || wp));
         if key_denies {
             let code = base_code | pf::PRESENT | pf::PROTECTION_KEY;
             return Err(Fault::page_fault(code, linear).into());

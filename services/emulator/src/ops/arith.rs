@@ -45,7 +45,8 @@ pub(super) fn test<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Result<
     let size = operand_size(i, 0);
     let left = m.read_operand(i, 0, size)?;
     let right = m.read_operand(i, 1, size)?;
-    m.regs.set_flags(rflags::STATUS, alu::logic(left & right, size));
+    m.regs
+        .set_flags(rflags::STATUS, alu::logic(left & right, size));
     Ok(())
 }
 

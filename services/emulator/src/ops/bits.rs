@@ -2,12 +2,12 @@
 //! addressed operand), BSF, BSR, TZCNT, LZCNT, POPCNT.
 
 use crate::Guest;
+use crate::alu::{mask, sign_extend};
 use crate::fault::Fault;
 use crate::machine::{Machine, address_mask};
 use crate::memory::{Alignment, DataAccess};
 use crate::operand::{address_size, operand_size};
 use crate::state::rflags;
-use crate::alu::{mask, sign_extend};
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
 /// BT, BTS, BTR, BTC: CF = the selected bit, then set/clear/complement it.
@@ -38,7 +38,13 @@ pub(super) fn bit_test<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
         } else {
             DataAccess::Write
         };
-        let span = m.map_data(operand.segment, address, size, access, Alignment::Checked(size as u64))?;
+        let span = m.map_data(
+            operand.segment,
+            address,
+            size,
+            access,
+            Alignment::Checked(size as u64),
+        )?;
         let old = m.read_value(&span)?;
         if mnemonic != Mnemonic::Bt {
             let new = update(old, bit);
@@ -61,7 +67,8 @@ pub(super) fn bit_test<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
             (old >> bit) & 1 != 0
         }
     };
-    m.regs.set_flags(rflags::CF, if carry { rflags::CF } else { 0 });
+    m.regs
+        .set_flags(rflags::CF, if carry { rflags::CF } else { 0 });
     Ok(())
 }
 

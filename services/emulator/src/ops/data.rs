@@ -5,8 +5,8 @@ use crate::Guest;
 use crate::alu::{mask, sign_extend};
 use crate::fault::Fault;
 use crate::machine::Machine;
-use crate::operand::operand_size;
 use crate::memory::{Alignment, DataAccess};
+use crate::operand::operand_size;
 use abi::Segment;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 

@@ -55,7 +55,9 @@ pub(crate) fn execute<G: Guest>(
         M::Div | M::Idiv => muldiv::divide(m, i),
         M::Bt | M::Bts | M::Btr | M::Btc => bits::bit_test(m, i),
         M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt | M::Popcnt => bits::count(m, i),
-        M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => shift::group2(m, i),
+        M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => {
+            shift::group2(m, i)
+        }
         M::Shld | M::Shrd => shift::double(m, i),
         M::Push | M::Pop => stack::push_pop(m, i),
         M::Clflush | M::Clflushopt | M::Clwb => cache::flush(m, i),

@@ -41,11 +41,13 @@ pub(super) fn multiply<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
         } else {
             (m.read_operand(i, 0, size)?, m.read_operand(i, 1, size)?)
         };
-        let product = i128::from(sign_extend(a, size) as i64) * i128::from(sign_extend(b, size) as i64);
+        let product =
+            i128::from(sign_extend(a, size) as i64) * i128::from(sign_extend(b, size) as i64);
         let low = (product as u64) & mask(size);
         let overflow = i128::from(sign_extend(low, size) as i64) != product;
         m.write_operand(i, 0, size, low)?;
-        m.regs.set_flags(rflags::STATUS, multiply_flags(low, overflow, size));
+        m.regs
+            .set_flags(rflags::STATUS, multiply_flags(low, overflow, size));
         return Ok(());
     }
     let size = operand_size(i, 0);
@@ -54,10 +56,15 @@ pub(super) fn multiply<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
     let acc = m.register_value(low_reg)?;
     let bits = size * 8;
     let (low, high, overflow) = if signed {
-        let product = i128::from(sign_extend(acc, size) as i64) * i128::from(sign_extend(source, size) as i64);
+        let product = i128::from(sign_extend(acc, size) as i64)
+            * i128::from(sign_extend(source, size) as i64);
         let low = (product as u64) & mask(size);
         let high = ((product >> bits) as u64) & mask(size);
-        (low, high, i128::from(sign_extend(low, size) as i64) != product)
+        (
+            low,
+            high,
+            i128::from(sign_extend(low, size) as i64) != product,
+        )
     } else {
         let product = u128::from(acc) * u128::from(source);
         let low = (product as u64) & mask(size);
@@ -66,7 +73,8 @@ pub(super) fn multiply<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
     };
     m.set_register(low_reg, low)?;
     m.set_register(high_reg, high)?;
-    m.regs.set_flags(rflags::STATUS, multiply_flags(low, overflow, size));
+    m.regs
+        .set_flags(rflags::STATUS, multiply_flags(low, overflow, size));
     Ok(())
 }
 

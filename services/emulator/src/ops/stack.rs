@@ -36,14 +36,26 @@ pub(super) fn push_pop<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
     if i.mnemonic() == Mnemonic::Push {
         let value = m.read_operand(i, 0, size)?;
         let new_sp = sp.wrapping_sub(size as u64) & mask(stack_size);
-        let span = m.map_data(ss, new_sp, size, DataAccess::Write, Alignment::Checked(size as u64))?;
+        let span = m.map_data(
+            ss,
+            new_sp,
+            size,
+            DataAccess::Write,
+            Alignment::Checked(size as u64),
+        )?;
         m.write_value(&span, value)?;
         return m.set_register(sp_reg, new_sp);
     }
     if i.op_kind(0) == OpKind::Register && i.op0_register().is_segment_register() {
         return Err(Fault::Unsupported("load of a segment register"));
     }
-    let span = m.map_data(ss, sp, size, DataAccess::Read, Alignment::Checked(size as u64))?;
+    let span = m.map_data(
+        ss,
+        sp,
+        size,
+        DataAccess::Read,
+        Alignment::Checked(size as u64),
+    )?;
     let value = m.read_value(&span)?;
     m.set_register(sp_reg, sp.wrapping_add(size as u64) & mask(stack_size))?;
     m.write_operand(i, 0, size, value)

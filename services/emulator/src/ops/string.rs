@@ -26,15 +26,17 @@ fn string_op(i: &Instruction) -> Option<(StringOp, usize)> {
     use Mnemonic as M;
     // MOVSD and CMPSD share their mnemonic with SSE instructions; the string
     // forms are the ones with string operands.
-    let string_operands = matches!(
-        i.op0_kind(),
-        OpKind::MemorySegSI
-            | OpKind::MemorySegESI
-            | OpKind::MemorySegRSI
-            | OpKind::MemoryESDI
-            | OpKind::MemoryESEDI
-            | OpKind::MemoryESRDI
-    );
+    let string_operands = [i.op0_kind(), i.op1_kind()].iter().any(|kind| {
+        matches!(
+            kind,
+            OpKind::MemorySegSI
+                | OpKind::MemorySegESI
+                | OpKind::MemorySegRSI
+                | OpKind::MemoryESDI
+                | OpKind::MemoryESEDI
+                | OpKind::MemoryESRDI
+        )
+    });
     if !string_operands {
         return None;
     }
@@ -179,7 +181,13 @@ fn iteration<G: Guest>(
     let dest_offset = m.register_value(dest_reg)?;
     match op {
         StringOp::Movs => {
-            let source = m.map_data(source_segment, source_offset, size, DataAccess::Read, checked)?;
+            let source = m.map_data(
+                source_segment,
+                source_offset,
+                size,
+                DataAccess::Read,
+                checked,
+            )?;
             let dest = m.map_data(es, dest_offset, size, DataAccess::Write, checked)?;
             let value = m.read_value(&source)?;
             m.write_value(&dest, value)
@@ -190,12 +198,24 @@ fn iteration<G: Guest>(
             m.write_value(&dest, value)
         }
         StringOp::Lods => {
-            let source = m.map_data(source_segment, source_offset, size, DataAccess::Read, checked)?;
+            let source = m.map_data(
+                source_segment,
+                source_offset,
+                size,
+                DataAccess::Read,
+                checked,
+            )?;
             let value = m.read_value(&source)?;
             m.set_register(accumulator(size), value)
         }
         StringOp::Cmps => {
-            let source = m.map_data(source_segment, source_offset, size, DataAccess::Read, checked)?;
+            let source = m.map_data(
+                source_segment,
+                source_offset,
+                size,
+                DataAccess::Read,
+                checked,
+            )?;
             let dest = m.map_data(es, dest_offset, size, DataAccess::Read, checked)?;
             let left = m.read_value(&source)?;
             let right = m.read_value(&dest)?;

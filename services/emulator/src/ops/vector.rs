@@ -86,7 +86,9 @@ fn check_enabled<G: Guest>(m: &Machine<'_, G>, vex: bool) -> Result<(), Fault> {
         return Err(Fault::without_code(vector::NM));
     }
     if m.exit.valid & groups != groups {
-        return Err(Fault::Unsupported("vector registers not in the exit message"));
+        return Err(Fault::Unsupported(
+            "vector registers not in the exit message",
+        ));
     }
     Ok(())
 }
@@ -105,7 +107,9 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
         return Err(Fault::Unsupported("MMX register operand"));
     }
     if i.op_count() != 2 {
-        return Err(Fault::Unsupported("vector move with more than two operands"));
+        return Err(Fault::Unsupported(
+            "vector move with more than two operands",
+        ));
     }
     check_enabled(m, vex)?;
     // The number of bytes moved.
@@ -137,7 +141,11 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
         OpKind::Register => {
             let reg = i.op1_register();
             if let Some(index) = vector_index(reg) {
-                let source = m.regs.vectors.get(index).ok_or(Fault::Unsupported("register"))?;
+                let source = m
+                    .regs
+                    .vectors
+                    .get(index)
+                    .ok_or(Fault::Unsupported("register"))?;
                 data = *source;
             } else {
                 let value = m.register_value(reg)?;
@@ -160,7 +168,11 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
                 value[..n].copy_from_slice(&data[..n]);
                 return m.set_register(reg, u64::from_le_bytes(value));
             };
-            let old = *m.regs.vectors.get(index).ok_or(Fault::Unsupported("register"))?;
+            let old = *m
+                .regs
+                .vectors
+                .get(index)
+                .ok_or(Fault::Unsupported("register"))?;
             let mut new = old;
             // Scalar moves between two XMM registers merge into the low
             // element; every other load zeroes the rest of the XMM register.
