@@ -126,15 +126,11 @@ impl GuestState {
 }
 
 /// The 16 vector registers YMM0-YMM15 (the low 16 bytes of each are XMMn).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct VectorRegisters {
     pub ymm: [[u8; 32]; 16],
 }
 const _: () = assert!(size_of::<VectorRegisters>() == 512);
-
-impl Default for VectorRegisters {
-    fn default() -> Self {
-        VectorRegisters { ymm: [[0; 32]; 16] }
-    }
-}

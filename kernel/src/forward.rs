@@ -151,7 +151,7 @@ fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
             crate::ymm_upper_offset(),
             xsave,
             u32::from(update.vector_mask),
-            &update.vectors,
+            update.vectors,
         );
     }
     let old_rip = cpu.pending.state.rip;

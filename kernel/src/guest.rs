@@ -16,6 +16,23 @@ pub enum GuestLoadError {
     InfoBlockTooLarge,
 }
 
+impl core::fmt::Display for GuestLoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            GuestLoadError::Elf(error) => write!(f, "bad ELF image: {error:?}"),
+            GuestLoadError::SegmentOutsideGuestRam(address) => {
+                write!(
+                    f,
+                    "the segment at {address:#x} does not lie in guest RAM below 4 GiB"
+                )
+            }
+            GuestLoadError::InfoBlockTooLarge => {
+                write!(f, "the multiboot2 information block does not fit")
+            }
+        }
+    }
+}
+
 /// What the vCPU starts with.
 #[derive(Clone, Copy, Debug)]
 pub struct GuestEntry {
@@ -163,7 +180,7 @@ impl InfoWriter {
         body(self)?;
         let size = (self.length - start) as u32;
         self.bytes[start + 4..start + 8].copy_from_slice(&size.to_le_bytes());
-        while self.length % 8 != 0 {
+        while !self.length.is_multiple_of(8) {
             self.put(&[0])?;
         }
         Ok(())
@@ -172,7 +189,7 @@ impl InfoWriter {
 
 /// Reads a u64 of guest RAM (for the core's own needs, such as PAE PDPTEs).
 pub fn read_guest_u64(gpa: u64) -> Option<u64> {
-    if gpa % 8 != 0 || !in_guest_ram(gpa, gpa + 8) || gpa + 8 > 1 << 32 {
+    if !gpa.is_multiple_of(8) || !in_guest_ram(gpa, gpa + 8) || gpa + 8 > 1 << 32 {
         return None;
     }
     // SAFETY: checked to be aligned guest RAM below 4 GiB, identity-mapped in

@@ -142,10 +142,10 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
     let capabilities = CapabilityTable::new(&platform.config, &platform.guest_ram, hypervisor)
         .unwrap_or_else(|error| fail(format_args!("{}", error.describe())));
     if let Err(error) = service::load(service_image, capabilities, apic_ids.len()) {
-        fail(format_args!("cannot load the service: {error:?}"));
+        fail(format_args!("cannot load the service: {error}"));
     }
     let entry = guest::load(guest_image, &guest_command_line)
-        .unwrap_or_else(|error| fail(format_args!("cannot load the guest: {error:?}")));
+        .unwrap_or_else(|error| fail(format_args!("cannot load the guest: {error}")));
 
     let mut not_present: Vec<Range<u64>, 24> = Vec::new();
     let hidden = core::iter::once(hypervisor).chain(platform.config.traps.iter().copied());
@@ -236,7 +236,7 @@ pub fn prepare_vcpu(cpu: &mut cpu::PerCpu, eptp: u64, entry: Option<guest::Guest
     // SAFETY: VMX is on and the frames are fresh and reserved for this CPU.
     if let Err(error) = unsafe { vmcs::setup(cpu, msr_bitmap, &start) } {
         fail(format_args!(
-            "cpu {}: cannot set up the VMCS: {error:?}",
+            "cpu {}: cannot set up the VMCS: {error}",
             cpu.index
         ));
     }

@@ -48,6 +48,29 @@ pub enum LoadError {
     TooManyRegions,
 }
 
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            LoadError::Elf(error) => write!(f, "bad ELF image: {error:?}"),
+            LoadError::Space(error) => write!(f, "cannot build its address space: {error:?}"),
+            LoadError::SegmentOutsideImageArea => {
+                write!(
+                    f,
+                    "a segment or the entry lies outside {:#x}-{:#x}",
+                    space::USER_START,
+                    space::IMAGE_END
+                )
+            }
+            LoadError::SegmentsSharePage(page) => {
+                write!(f, "two segments share the page at {page:#x}")
+            }
+            LoadError::TooManyRegions => {
+                write!(f, "more than {MAX_REGIONS} segments and per-CPU areas")
+            }
+        }
+    }
+}
+
 impl From<space::SpaceError> for LoadError {
     fn from(error: space::SpaceError) -> Self {
         LoadError::Space(error)

@@ -40,7 +40,7 @@ pub unsafe fn init() {
     // entry point below.
     unsafe {
         regs::wrmsr(IA32_STAR, crate::arch::gdt::SYSCALL_STAR);
-        regs::wrmsr(IA32_LSTAR, syscall_entry as usize as u64);
+        regs::wrmsr(IA32_LSTAR, syscall_entry as *const () as usize as u64);
         regs::wrmsr(IA32_FMASK, SYSCALL_FLAG_MASK);
         regs::wrmsr(IA32_KERNEL_GS_BASE, 0);
         regs::wrmsr(IA32_EFER, regs::rdmsr(IA32_EFER) | EFER_SCE);
@@ -225,7 +225,10 @@ fn map(cpu: &mut PerCpu, gpa: u64, rights: u64, slot: u64) -> Result<u64, Syscal
             SyscallError::BadArgument,
         );
     }
-    if rights == 0 || rights & !(Rights::READ | Rights::WRITE) != 0 || gpa % PAGE_SIZE != 0 {
+    if rights == 0
+        || rights & !(Rights::READ | Rights::WRITE) != 0
+        || !gpa.is_multiple_of(PAGE_SIZE)
+    {
         return refuse(
             "map with bad rights or an unaligned page",
             SyscallError::BadArgument,

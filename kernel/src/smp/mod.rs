@@ -112,7 +112,12 @@ pub fn start_aps(apic_ids: &[u32], eptp: u64) -> usize {
     EPTP.store(eptp, Ordering::SeqCst);
     // SAFETY: page 0x7000 is guest RAM the guest image does not use and that
     // nobody touches until the guest starts, after all APs are up.
-    unsafe { trampoline::install(crate::arch::kernel_pml4(), ap_entry as usize as u64) };
+    unsafe {
+        trampoline::install(
+            crate::arch::kernel_pml4(),
+            ap_entry as *const () as usize as u64,
+        )
+    };
     let mut online = 1;
     for (index, &apic_id) in apic_ids.iter().enumerate().skip(1) {
         // SAFETY: the previous AP has reported in, so none reads the fields.

@@ -79,6 +79,17 @@ pub enum VmcsError {
     ControlUnsupported(u32),
 }
 
+impl core::fmt::Display for VmcsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            VmcsError::Vmx(fail) => write!(f, "VMX instruction failed: {fail:?}"),
+            VmcsError::ControlUnsupported(bits) => {
+                write!(f, "the CPU cannot set required control bits {bits:#x}")
+            }
+        }
+    }
+}
+
 impl From<VmxFail> for VmcsError {
     fn from(fail: VmxFail) -> Self {
         VmcsError::Vmx(fail)
@@ -221,7 +232,10 @@ fn setup_host(cpu: &PerCpu) -> Result<(), VmcsError> {
     insn::vmwrite(f::HOST_SYSENTER_ESP, 0)?;
     insn::vmwrite(f::HOST_SYSENTER_EIP, 0)?;
     insn::vmwrite(f::HOST_RSP, cpu.kernel_stack_top)?;
-    insn::vmwrite(f::HOST_RIP, super::entry::vm_exit_entry as usize as u64)?;
+    insn::vmwrite(
+        f::HOST_RIP,
+        super::entry::vm_exit_entry as *const () as usize as u64,
+    )?;
     Ok(())
 }
 
