@@ -101,13 +101,13 @@ fn emulation(c: &mut Criterion) {
         let mut guest = scene.memory.guest();
         // Fail loudly rather than time an instruction the emulator rejects.
         let mut probe = exit;
-        let (ending, _) = drive(&mut guest, &mut probe, 100_000);
+        let (ending, _) = drive(&mut guest, &mut probe, 100_000, 1000);
         assert_eq!(ending, Driven::Completed, "{}: not emulated", case.name);
         group.bench_function(format!("emulate {}", case.name), |b| {
             if case.bytes == [0xf3, 0xa5] {
                 b.iter(|| {
                     let mut state = exit;
-                    black_box(drive(&mut guest, &mut state, 100_000))
+                    black_box(drive(&mut guest, &mut state, 100_000, 1000))
                 })
             } else {
                 b.iter(|| match emulate(&mut guest, black_box(&exit)) {

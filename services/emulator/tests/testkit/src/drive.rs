@@ -14,7 +14,7 @@ pub enum Driven {
     Exception(Exception),
     Unsupported(Unsupported),
     MemoryError(MemoryError),
-    /// The step limit ran out (endless retries or REP steps).
+    /// The step or retry limit ran out.
     Stuck,
 }
 
@@ -31,19 +31,33 @@ pub fn apply(exit: &mut ExitMessage, retired: &Retired) {
 }
 
 /// Emulates the instruction at `exit`'s RIP until it completes, applying
-/// every retired step to `exit`; at most `step_limit` calls to `emulate`.
-/// Returns the ending and the number of calls made.
-pub fn drive(guest: &mut impl Guest, exit: &mut ExitMessage, step_limit: usize) -> (Driven, usize) {
+/// every retired step to `exit`; at most `step_limit` calls to `emulate`,
+/// and at most `retry_limit` retries in a row (without other guests
+/// writing, a retry must not repeat for ever). Returns the ending and the
+/// number of calls made.
+pub fn drive(
+    guest: &mut impl Guest,
+    exit: &mut ExitMessage,
+    step_limit: usize,
+    retry_limit: usize,
+) -> (Driven, usize) {
     let start = exit.state.rip;
+    let mut retries = 0;
     for step in 1..=step_limit {
         match emulate(guest, exit) {
             Outcome::Retired(retired) => {
+                retries = 0;
                 apply(exit, &retired);
                 if retired.rip != start {
                     return (Driven::Completed, step);
                 }
             }
-            Outcome::Retry => {}
+            Outcome::Retry => {
+                retries += 1;
+                if retries > retry_limit {
+                    return (Driven::Stuck, step);
+                }
+            }
             Outcome::Exception(exception) => return (Driven::Exception(exception), step),
             Outcome::Unsupported(unsupported) => return (Driven::Unsupported(unsupported), step),
             Outcome::MemoryError(error) => return (Driven::MemoryError(error), step),

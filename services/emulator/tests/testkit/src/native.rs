@@ -83,9 +83,9 @@ pub struct NativeFault {
 }
 
 /// What running one instruction natively came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NativeOutcome {
-    Completed(NativeState),
+    Completed(Box<NativeState>),
     Faulted(NativeFault),
 }
 
@@ -292,7 +292,7 @@ impl Sandbox {
                 register[8 * half..8 * half + 8].copy_from_slice(&value.to_le_bytes());
             }
         }
-        NativeOutcome::Completed(NativeState { gprs, rflags, ymm })
+        NativeOutcome::Completed(Box::new(NativeState { gprs, rflags, ymm }))
     }
 }
 
@@ -486,4 +486,46 @@ extern "C" fn sandbox_fault_handler(
     registers[libc::REG_RIP as usize] = (CODE_BASE + FAULT_EXIT_OFFSET) as i64;
     registers[libc::REG_RSP as usize] = (CONTEXT_BASE + STACK_TOP) as i64;
     registers[libc::REG_EFL as usize] &= !CALLER_FLAGS_TO_CLEAR;
+}
+
+/// The host's segment selectors (ES, CS, SS, DS, FS, GS), which `MOV m16,
+/// Sreg` stores; the emulated guest gets the same.
+pub fn host_selectors() -> [u16; 6] {
+    let mut selectors = [0u16; 6];
+    // SAFETY: reading segment registers has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov {es:x}, es",
+            "mov {cs:x}, cs",
+            "mov {ss:x}, ss",
+            "mov {ds:x}, ds",
+            "mov {fs:x}, fs",
+            "mov {gs:x}, gs",
+            es = out(reg) selectors[0],
+            cs = out(reg) selectors[1],
+            ss = out(reg) selectors[2],
+            ds = out(reg) selectors[3],
+            fs = out(reg) selectors[4],
+            gs = out(reg) selectors[5],
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    selectors
+}
+
+/// The host's XCR0 (which state components XSAVE-enabled code may use).
+pub fn host_xcr0() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 is allowed at CPL 3 when CR4.OSXSAVE is
+    // set, which the sandbox's use of AVX already requires.
+    unsafe {
+        core::arch::asm!(
+            "xgetbv",
+            in("ecx") 0,
+            out("eax") low,
+            out("edx") high,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    u64::from(high) << 32 | u64::from(low)
 }

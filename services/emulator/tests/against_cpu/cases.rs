@@ -1,0 +1,663 @@
+//! Generates one differential case for a form: the encoded instruction (with a
+//! memory operand that lands where the case wants: inside the data region, on
+//! a page boundary, on the read-only or the guard page, or at a
+//! non-canonical address), registers with edge-case values, flags, vector
+//! registers and the data region's contents.
+
+use crate::forms::{Form, Shape};
+use emulator_testkit::Rng;
+use emulator_testkit::native::{
+    DATA_BASE, GUARD_PAGE, INSTRUCTION_ADDRESS, NativeState, READ_ONLY_PAGE, WRITABLE_PAGES,
+};
+use emulator_testkit::state::rflags;
+use iced_x86::{
+    Code, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, Mnemonic,
+    OpCodeOperandKind as K, OpKind, Register, RepPrefixKind,
+};
+
+/// Everything one case needs on both sides.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub form: Form,
+    pub instruction: Instruction,
+    pub bytes: Vec<u8>,
+    pub input: NativeState,
+    /// The writable data pages' contents before the instruction.
+    pub data: Vec<u8>,
+}
+
+const GPR64: [Register; 16] = [
+    Register::RAX,
+    Register::RCX,
+    Register::RDX,
+    Register::RBX,
+    Register::RSP,
+    Register::RBP,
+    Register::RSI,
+    Register::RDI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+const RCX: usize = 1;
+const RDX: usize = 2;
+const RSP: usize = 4;
+const RSI: usize = 6;
+const RDI: usize = 7;
+const WRITABLE_BYTES: u64 = WRITABLE_PAGES * 0x1000;
+
+/// An operand as the instruction constructors take it.
+#[derive(Clone, Copy, Debug)]
+enum Operand {
+    Register(Register),
+    Memory(MemoryOperand),
+    Signed(i32),
+    Unsigned(u32),
+}
+
+/// The GPR index (0-15) a register of any size lives in.
+pub fn gpr_index(register: Register) -> Option<usize> {
+    let full = register.full_register();
+    GPR64.iter().position(|candidate| *candidate == full)
+}
+
+fn register_of_size(index: usize, size: u32, rng: &mut Rng) -> Register {
+    let base = GPR64[index];
+    match size {
+        8 => base,
+        4 => Register::EAX + index as u32,
+        2 => Register::AX + index as u32,
+        _ => {
+            // AH..BH (only without REX) or the low byte.
+            if index < 4 && rng.chance(1, 4) {
+                Register::AH + index as u32
+            } else if index < 4 {
+                Register::AL + index as u32
+            } else {
+                Register::SPL + (index as u32 - 4)
+            }
+        }
+    }
+}
+
+/// Picks the data region offset (or, for non-canonical cases, the full
+/// address) a `size`-byte access should hit.
+fn pick_target(rng: &mut Rng, size: u64, allow_noncanonical: bool) -> u64 {
+    let size = size.max(1);
+    let span = |rng: &mut Rng, start: u64, end: u64| start + rng.below((end - start).max(1));
+    let offset = match rng.below(100) {
+        0..=59 => {
+            let offset = span(rng, 0, WRITABLE_BYTES - size + 1);
+            if rng.chance(1, 2) {
+                offset & !(size.min(64) - 1)
+            } else {
+                offset
+            }
+        }
+        60..=69 if size > 1 => 0x1000 - 1 - rng.below(size - 1),
+        70..=77 => span(
+            rng,
+            READ_ONLY_PAGE * 0x1000,
+            READ_ONLY_PAGE * 0x1000 + 0x1000 - size + 1,
+        ),
+        78..=82 if size > 1 => READ_ONLY_PAGE * 0x1000 - 1 - rng.below(size - 1),
+        83..=87 => GUARD_PAGE * 0x1000 - rng.below(size) + rng.below(0x40),
+        88..=92 if allow_noncanonical => {
+            return 0x0000_8000_0000_0000
+                + rng.below(0x1_0000)
+                + (rng.next_u64() & 0x7fff) * (1 << 48);
+        }
+        _ => rng.pick(&[0, 0x1000, WRITABLE_BYTES - size, 0x1000 - size]),
+    };
+    DATA_BASE + offset
+}
+
+/// A memory operand addressing `target`, setting the address registers it
+/// uses in `gprs`; returns the operand and the registers it reserved.
+fn memory_operand(
+    rng: &mut Rng,
+    target: u64,
+    gprs: &mut [u64; 16],
+    avoid_rsp: bool,
+    moffs: bool,
+    force_address32: bool,
+) -> (MemoryOperand, Vec<usize>) {
+    let canonical = target < 0x0000_8000_0000_0000;
+    if moffs {
+        return (
+            MemoryOperand::new(
+                Register::None,
+                Register::None,
+                1,
+                target as i64,
+                8,
+                false,
+                Register::None,
+            ),
+            vec![],
+        );
+    }
+    let choice = if force_address32 { 100 } else { rng.below(100) };
+    if canonical && choice < 10 {
+        return (
+            MemoryOperand::new(
+                Register::RIP,
+                Register::None,
+                1,
+                target as i64,
+                8,
+                false,
+                Register::None,
+            ),
+            vec![],
+        );
+    }
+    if canonical && choice < 15 {
+        return (
+            MemoryOperand::new(
+                Register::None,
+                Register::None,
+                1,
+                target as i64,
+                4,
+                false,
+                Register::None,
+            ),
+            vec![],
+        );
+    }
+    let address32 = canonical && (force_address32 || rng.chance(15, 100));
+    let pick_register = |rng: &mut Rng, exclude: &[usize]| loop {
+        let index = rng.below(16) as usize;
+        if !exclude.contains(&index) {
+            return index;
+        }
+    };
+    let mut excluded = vec![];
+    if avoid_rsp {
+        excluded.push(RSP);
+    }
+    let base = pick_register(rng, &excluded);
+    excluded.push(base);
+    excluded.push(RSP);
+    let index = rng.chance(2, 5).then(|| pick_register(rng, &excluded));
+    let scale = rng.pick(&[1u32, 2, 4, 8]);
+    let displacement: i64 = match rng.below(3) {
+        0 => 0,
+        1 => (rng.next_u64() as i8) as i64,
+        _ => (rng.next_u64() as i32 >> rng.below(20)) as i64,
+    };
+    let index_value = if index.is_some() { rng.below(0x100) } else { 0 };
+    let mut base_value = target
+        .wrapping_sub(displacement as u64)
+        .wrapping_sub(index_value.wrapping_mul(u64::from(scale)));
+    let size_register = |gpr: usize| {
+        if address32 {
+            Register::EAX + gpr as u32
+        } else {
+            GPR64[gpr]
+        }
+    };
+    let mut upper = 0;
+    if address32 {
+        base_value &= 0xffff_ffff;
+        upper = rng.next_u64() & 0xffff_ffff_0000_0000;
+    }
+    gprs[base] = base_value | upper;
+    let mut used = vec![base];
+    let index_register = match index {
+        Some(index) => {
+            gprs[index] = index_value | if address32 { rng.next_u64() << 32 } else { 0 };
+            used.push(index);
+            size_register(index)
+        }
+        None => Register::None,
+    };
+    let displ_size = if displacement == 0 {
+        0
+    } else if (-128..128).contains(&displacement) {
+        1
+    } else {
+        4
+    };
+    (
+        MemoryOperand::new(
+            size_register(base),
+            index_register,
+            if index.is_some() { scale } else { 1 },
+            displacement,
+            displ_size,
+            false,
+            Register::None,
+        ),
+        used,
+    )
+}
+
+fn shift_count(rng: &mut Rng) -> u64 {
+    rng.pick(&[0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 0xff])
+        | (rng.next_u64() & !0xff)
+}
+
+fn build(code: Code, operands: &[Operand]) -> Option<Instruction> {
+    use Operand::*;
+    let result = match operands {
+        [Memory(m)] => Instruction::with1(code, *m),
+        [Register(r)] => Instruction::with1(code, *r),
+        [Signed(i)] => Instruction::with1(code, *i),
+        [Unsigned(u)] => Instruction::with1(code, *u),
+        [Memory(m), Register(r)] => Instruction::with2(code, *m, *r),
+        [Register(r), Memory(m)] => Instruction::with2(code, *r, *m),
+        [Memory(m), Signed(i)] => Instruction::with2(code, *m, *i),
+        [Memory(m), Unsigned(u)] => Instruction::with2(code, *m, *u),
+        [Register(a), Register(b)] => Instruction::with2(code, *a, *b),
+        [Memory(m), Register(r), Unsigned(u)] => Instruction::with3(code, *m, *r, *u),
+        [Memory(m), Register(r), Register(c)] => Instruction::with3(code, *m, *r, *c),
+        [Register(r), Memory(m), Signed(i)] => Instruction::with3(code, *r, *m, *i),
+        [Register(r), Memory(m), Unsigned(u)] => Instruction::with3(code, *r, *m, *u),
+        _ => return None,
+    };
+    result.ok()
+}
+
+fn encode(instruction: &Instruction) -> Option<Vec<u8>> {
+    let mut encoder = Encoder::new(64);
+    encoder.encode(instruction, INSTRUCTION_ADDRESS).ok()?;
+    let bytes = encoder.take_buffer();
+    (bytes.len() <= 15).then_some(bytes)
+}
+
+/// The memory operand size of a form in bytes.
+fn memory_size(code: Code) -> u64 {
+    code.op_code().memory_size().size() as u64
+}
+
+fn random_state(rng: &mut Rng) -> NativeState {
+    let mut gprs = [0u64; 16];
+    for value in gprs.iter_mut() {
+        *value = rng.operand();
+    }
+    let mut status = rng.next_u64() & rflags::STATUS;
+    if rng.chance(1, 5) {
+        status |= rflags::DF;
+    }
+    if rng.chance(1, 10) {
+        status |= rflags::AC;
+    }
+    let mut ymm = [[0u8; 32]; 16];
+    for register in ymm.iter_mut() {
+        rng.fill(register);
+    }
+    NativeState {
+        gprs,
+        rflags: rflags::FIXED | rflags::IF | status,
+        ymm,
+    }
+}
+
+fn random_data(rng: &mut Rng) -> Vec<u8> {
+    let mut data = vec![0u8; WRITABLE_BYTES as usize];
+    if rng.chance(3, 10) {
+        let alphabet = [0u8, 1, 0xff, rng.next_u64() as u8];
+        for byte in data.iter_mut() {
+            *byte = rng.pick(&alphabet);
+        }
+    } else {
+        rng.fill(&mut data);
+    }
+    data
+}
+
+/// Writes `value` (little-endian, `size` bytes) at `address` if it lies in
+/// the writable data pages.
+fn poke(data: &mut [u8], address: u64, size: u64, value: u64) {
+    let bytes = value.to_le_bytes();
+    for index in 0..size.min(8) {
+        let offset = address.wrapping_sub(DATA_BASE).wrapping_add(index);
+        if offset < WRITABLE_BYTES {
+            data[offset as usize] = bytes[index as usize];
+        }
+    }
+}
+
+fn peek(data: &[u8], read_only: &[u8], address: u64, size: u64) -> u64 {
+    let mut value = 0u64;
+    for index in (0..size.min(8)).rev() {
+        let offset = address.wrapping_sub(DATA_BASE).wrapping_add(index);
+        let byte = if offset < WRITABLE_BYTES {
+            data[offset as usize]
+        } else if (READ_ONLY_PAGE * 0x1000..GUARD_PAGE * 0x1000).contains(&offset) {
+            read_only[(offset - READ_ONLY_PAGE * 0x1000) as usize]
+        } else {
+            0
+        };
+        value = value << 8 | u64::from(byte);
+    }
+    value
+}
+
+/// A stack pointer for PUSH/POP: mostly aligned inside the writable pages,
+/// sometimes at a page boundary, on the read-only or guard page, misaligned,
+/// or non-canonical.
+fn pick_stack(rng: &mut Rng) -> u64 {
+    match rng.below(20) {
+        0 => DATA_BASE + 0x1000 + rng.below(3) * 8 - 8,
+        1 => DATA_BASE + READ_ONLY_PAGE * 0x1000 + 0x100,
+        2 => DATA_BASE + GUARD_PAGE * 0x1000 + rng.below(3) * 8,
+        3 => DATA_BASE + 0x800 + rng.below(8),
+        4 => 0x0000_8000_0000_0010,
+        5 => DATA_BASE + 2 + rng.below(4),
+        _ => DATA_BASE + 0x10 + (rng.below(WRITABLE_BYTES - 0x20) & !7),
+    }
+}
+
+/// Generates a case for `form`, or `None` if no encodable instruction came
+/// out of a few tries (reported by the caller).
+pub fn generate(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
+    for _ in 0..16 {
+        let case = match form.shape {
+            Shape::String => string_case(form, rng),
+            Shape::Memory | Shape::Stack => operand_case(form, rng, read_only),
+        };
+        if case.is_some() {
+            return case;
+        }
+    }
+    None
+}
+
+fn string_case(form: Form, rng: &mut Rng) -> Option<Case> {
+    let code = form.code;
+    let mnemonic = code.mnemonic();
+    let address_size = if rng.chance(15, 100) { 32 } else { 64 };
+    let rep = match rng.below(3) {
+        0 => RepPrefixKind::None,
+        1 => RepPrefixKind::Repe,
+        _ if matches!(
+            mnemonic,
+            Mnemonic::Cmpsb
+                | Mnemonic::Cmpsw
+                | Mnemonic::Cmpsd
+                | Mnemonic::Cmpsq
+                | Mnemonic::Scasb
+                | Mnemonic::Scasw
+                | Mnemonic::Scasd
+                | Mnemonic::Scasq
+        ) =>
+        {
+            RepPrefixKind::Repne
+        }
+        _ => RepPrefixKind::Repe,
+    };
+    let none = Register::None;
+    let instruction = match code {
+        Code::Movsb_m8_m8 => Instruction::with_movsb(address_size, none, rep),
+        Code::Movsw_m16_m16 => Instruction::with_movsw(address_size, none, rep),
+        Code::Movsd_m32_m32 => Instruction::with_movsd(address_size, none, rep),
+        Code::Movsq_m64_m64 => Instruction::with_movsq(address_size, none, rep),
+        Code::Stosb_m8_AL => Instruction::with_stosb(address_size, rep),
+        Code::Stosw_m16_AX => Instruction::with_stosw(address_size, rep),
+        Code::Stosd_m32_EAX => Instruction::with_stosd(address_size, rep),
+        Code::Stosq_m64_RAX => Instruction::with_stosq(address_size, rep),
+        Code::Lodsb_AL_m8 => Instruction::with_lodsb(address_size, none, rep),
+        Code::Lodsw_AX_m16 => Instruction::with_lodsw(address_size, none, rep),
+        Code::Lodsd_EAX_m32 => Instruction::with_lodsd(address_size, none, rep),
+        Code::Lodsq_RAX_m64 => Instruction::with_lodsq(address_size, none, rep),
+        Code::Cmpsb_m8_m8 => Instruction::with_cmpsb(address_size, none, rep),
+        Code::Cmpsw_m16_m16 => Instruction::with_cmpsw(address_size, none, rep),
+        Code::Cmpsd_m32_m32 => Instruction::with_cmpsd(address_size, none, rep),
+        Code::Cmpsq_m64_m64 => Instruction::with_cmpsq(address_size, none, rep),
+        Code::Scasb_AL_m8 => Instruction::with_scasb(address_size, rep),
+        Code::Scasw_AX_m16 => Instruction::with_scasw(address_size, rep),
+        Code::Scasd_EAX_m32 => Instruction::with_scasd(address_size, rep),
+        Code::Scasq_RAX_m64 => Instruction::with_scasq(address_size, rep),
+        _ => return None,
+    }
+    .ok()?;
+    let bytes = encode(&instruction)?;
+    let size = memory_size(code);
+    let mut input = random_state(rng);
+    let data = random_data(rng);
+    let count = match rng.below(8) {
+        0 => 0,
+        1 => 1,
+        2..=4 => rng.below(17),
+        5 | 6 => rng.below(700),
+        _ => rng.below(2 * WRITABLE_BYTES / size + 8),
+    };
+    let place = |rng: &mut Rng| {
+        if rng.chance(3, 4) {
+            DATA_BASE + rng.below(WRITABLE_BYTES)
+        } else {
+            pick_target(rng, size, address_size == 64)
+        }
+    };
+    let (source, destination) = (place(rng), place(rng));
+    input.gprs[RSI] = source;
+    input.gprs[RDI] = destination;
+    input.gprs[RCX] = count;
+    if address_size == 32 {
+        for register in [RSI, RDI, RCX] {
+            input.gprs[register] = (input.gprs[register] & 0xffff_ffff) | (rng.next_u64() << 32);
+        }
+    }
+    Some(Case {
+        form,
+        instruction,
+        bytes,
+        input,
+        data,
+    })
+}
+
+fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
+    let code = form.code;
+    let op_code = code.op_code();
+    let mnemonic = code.mnemonic();
+    let size = memory_size(code);
+    let stack = matches!(mnemonic, Mnemonic::Push | Mnemonic::Pop);
+    let mut input = random_state(rng);
+    let mut data = random_data(rng);
+    if stack {
+        input.gprs[RSP] = pick_stack(rng);
+    } else {
+        input.gprs[RSP] = DATA_BASE + 0x1000 + (rng.below(0x800) & !7);
+    }
+    let bit_offset_form = matches!(
+        mnemonic,
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    ) && op_code
+        .op_kinds()
+        .get(1)
+        .is_some_and(|kind| matches!(kind, K::r16_reg | K::r32_reg | K::r64_reg));
+    let mut target = pick_target(rng, size, true);
+    if bit_offset_form && rng.chance(3, 4) {
+        target = DATA_BASE + 0x800 + rng.below(0x800);
+    }
+    let mut operands = Vec::new();
+    let mut reserved: Vec<usize> = Vec::new();
+    let mut register_values: Vec<(usize, u64)> = Vec::new();
+    let mut memory_target = None;
+    for kind in op_code.op_kinds() {
+        let operand = match kind {
+            K::mem
+            | K::r8_or_mem
+            | K::r16_or_mem
+            | K::r32_or_mem
+            | K::r64_or_mem
+            | K::xmm_or_mem
+            | K::ymm_or_mem
+            | K::mem_offs => {
+                let (memory, used) = memory_operand(
+                    rng,
+                    target,
+                    &mut input.gprs,
+                    stack,
+                    *kind == K::mem_offs,
+                    code == Code::Movdir64b_r32_m512,
+                );
+                reserved.extend(used);
+                memory_target = Some(target);
+                Operand::Memory(memory)
+            }
+            K::r8_reg | K::r8_opcode => {
+                Operand::Register(register_of_size(rng.below(16) as usize, 1, rng))
+            }
+            K::r16_reg | K::r16_opcode | K::r16_rm | K::r16_reg_mem => {
+                Operand::Register(register_of_size(rng.below(16) as usize, 2, rng))
+            }
+            K::r32_reg | K::r32_opcode | K::r32_rm | K::r32_reg_mem => {
+                Operand::Register(register_of_size(rng.below(16) as usize, 4, rng))
+            }
+            K::r64_reg | K::r64_opcode | K::r64_rm | K::r64_reg_mem => {
+                Operand::Register(register_of_size(rng.below(16) as usize, 8, rng))
+            }
+            K::seg_reg => Operand::Register(rng.pick(&[
+                Register::ES,
+                Register::CS,
+                Register::SS,
+                Register::DS,
+                Register::FS,
+                Register::GS,
+            ])),
+            K::xmm_reg | K::xmm_rm => Operand::Register(Register::XMM0 + rng.below(16) as u32),
+            K::ymm_reg | K::ymm_rm => Operand::Register(Register::YMM0 + rng.below(16) as u32),
+            K::al => Operand::Register(Register::AL),
+            K::ax => Operand::Register(Register::AX),
+            K::eax => Operand::Register(Register::EAX),
+            K::rax => Operand::Register(Register::RAX),
+            K::cl => Operand::Register(Register::CL),
+            K::imm8_const_1 => Operand::Unsigned(1),
+            K::imm8 if is_shift(mnemonic) => Operand::Unsigned(shift_count(rng) as u32 & 0xff),
+            K::imm8 => Operand::Unsigned(rng.operand() as u32 & 0xff),
+            K::imm8sex16 | K::imm8sex32 | K::imm8sex64 => {
+                Operand::Signed(rng.operand() as i8 as i32)
+            }
+            K::imm16 => Operand::Unsigned(rng.operand() as u32 & 0xffff),
+            K::imm32 => Operand::Unsigned(rng.operand() as u32),
+            K::imm32sex64 => Operand::Signed(rng.operand() as i32),
+            _ => return None,
+        };
+        operands.push(operand);
+    }
+    // Registers whose value the form gives meaning to.
+    if uses_cl_count(&operands) {
+        register_values.push((RCX, shift_count(rng)));
+    }
+    if let Some(target) = memory_target {
+        let current = peek(&data, read_only, target, size.min(8));
+        match mnemonic {
+            Mnemonic::Cmpxchg if rng.chance(1, 2) => register_values.push((0, current)),
+            Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b if rng.chance(1, 2) => {
+                let high = peek(&data, read_only, target + size / 2, size / 2);
+                register_values.push((0, current));
+                register_values.push((RDX, high));
+            }
+            Mnemonic::Div | Mnemonic::Idiv => {
+                if rng.chance(1, 10) {
+                    poke(&mut data, target, size, 0);
+                } else if rng.chance(3, 4) {
+                    let high = if mnemonic == Mnemonic::Idiv && input.gprs[0] >> 63 != 0 {
+                        u64::MAX
+                    } else {
+                        0
+                    };
+                    register_values.push((RDX, high));
+                }
+            }
+            _ => {}
+        }
+        if rng.chance(1, 3) {
+            poke(&mut data, target, size, rng.operand());
+        }
+    }
+    if matches!(
+        code,
+        Code::Movdir64b_r64_m512 | Code::Movdir64b_r32_m512 | Code::Movdir64b_r16_m512
+    ) && let Some(Operand::Register(register)) = operands.first()
+    {
+        let mut destination = DATA_BASE + (rng.below(WRITABLE_BYTES - 64) & !63);
+        if rng.chance(1, 10) {
+            destination += rng.below(64);
+        }
+        register_values.push((gpr_index(*register)?, destination));
+    }
+    if bit_offset_form && let Some(Operand::Register(register)) = operands.get(1) {
+        let offset = (rng.below(0x4000) as i64 - 0x2000) as u64;
+        register_values.push((gpr_index(*register)?, offset));
+    }
+    for (register, value) in register_values {
+        if !reserved.contains(&register) {
+            input.gprs[register] = value;
+        }
+    }
+    let mut instruction = build(code, &operands)?;
+    if op_code.can_use_lock_prefix() && mnemonic != Mnemonic::Xchg && rng.chance(1, 2) {
+        instruction.set_has_lock_prefix(true);
+    }
+    let bytes = encode(&instruction)?;
+    check_address(&bytes, &input.gprs, memory_target)?;
+    Some(Case {
+        form,
+        instruction,
+        bytes,
+        input,
+        data,
+    })
+}
+
+fn is_shift(mnemonic: Mnemonic) -> bool {
+    matches!(
+        mnemonic,
+        Mnemonic::Shl
+            | Mnemonic::Sal
+            | Mnemonic::Shr
+            | Mnemonic::Sar
+            | Mnemonic::Rol
+            | Mnemonic::Ror
+            | Mnemonic::Rcl
+            | Mnemonic::Rcr
+            | Mnemonic::Shld
+            | Mnemonic::Shrd
+    )
+}
+
+fn uses_cl_count(operands: &[Operand]) -> bool {
+    operands
+        .iter()
+        .any(|operand| matches!(operand, Operand::Register(Register::CL)))
+}
+
+/// Decodes the encoded bytes again and checks that the memory operand
+/// addresses `target` with these registers: the harness's own check that a
+/// case tests what it claims to.
+fn check_address(bytes: &[u8], gprs: &[u64; 16], target: Option<u64>) -> Option<()> {
+    let Some(target) = target else {
+        return Some(());
+    };
+    let mut decoder = Decoder::with_ip(64, bytes, INSTRUCTION_ADDRESS, DecoderOptions::NONE);
+    let decoded = decoder.decode();
+    let operand =
+        (0..decoded.op_count()).find(|operand| decoded.op_kind(*operand) == OpKind::Memory)?;
+    let address = decoded.virtual_address(operand, 0, |register, _, _| {
+        if register.is_segment_register() {
+            // Flat in 64-bit mode (FS and GS are not used by the cases).
+            return Some(0);
+        }
+        gpr_index(register).map(|index| {
+            let value = gprs[index];
+            if register.size() == 4 {
+                value & 0xffff_ffff
+            } else {
+                value
+            }
+        })
+    })?;
+    // With a 32-bit address size the CPU truncates; so does `virtual_address`.
+    (address == target || address == target & 0xffff_ffff).then_some(())
+}

@@ -1,0 +1,102 @@
+//! The emulated side of a differential case: a 64-bit CPL-3 guest whose
+//! 4-level page tables map the sandbox's code page and data region at the
+//! same linear addresses with the same rights (two read/write pages, one
+//! read-only page, the guard page not present), so one case's registers and
+//! addresses mean the same thing on both sides.
+
+use crate::cases::Case;
+use abi::ExitMessage;
+use emulator_testkit::drive::{Driven, drive};
+use emulator_testkit::native::{
+    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, READ_ONLY_PAGE, WRITABLE_PAGES, host_selectors,
+    host_xcr0,
+};
+use emulator_testkit::{FRAME_SIZE, PageAttributes, PagingMode, Scene};
+
+/// Calls to `emulate` one case may take (REP instructions take several).
+const STEP_LIMIT: usize = 50_000;
+/// Retries in a row that mean the emulator is stuck (nothing else writes).
+const RETRY_LIMIT: usize = 64;
+
+/// What the emulator left after one case.
+pub struct Emulated {
+    pub driven: Driven,
+    pub exit: ExitMessage,
+    /// The writable data pages after the instruction.
+    pub data: Vec<u8>,
+    /// The read-only page still holds what it held.
+    pub read_only_intact: bool,
+}
+
+/// The guest that mirrors the sandbox.
+pub struct EmulatedSide {
+    scene: Scene,
+    code_frame: u64,
+    data_frames: Vec<u64>,
+    read_only_frame: u64,
+    read_only: Vec<u8>,
+    selectors: [u16; 6],
+    xcr0: u64,
+}
+
+impl EmulatedSide {
+    pub fn new(read_only: &[u8]) -> EmulatedSide {
+        let mut scene = Scene::new(PagingMode::Level4, 64);
+        let code_frame = scene.map_new(CODE_BASE, PageAttributes::USER_RWX);
+        let data_frames = (0..WRITABLE_PAGES)
+            .map(|page| scene.map_new(DATA_BASE + page * 0x1000, PageAttributes::USER_RW))
+            .collect();
+        let read_only_frame =
+            scene.map_new(DATA_BASE + READ_ONLY_PAGE * 0x1000, PageAttributes::USER_RO);
+        EmulatedSide {
+            scene,
+            code_frame,
+            data_frames,
+            read_only_frame,
+            read_only: read_only.to_vec(),
+            selectors: host_selectors(),
+            xcr0: host_xcr0(),
+        }
+    }
+
+    /// The exit state a case starts from.
+    fn exit(&self, case: &Case) -> ExitMessage {
+        let mut exit = self.scene.exit(3, INSTRUCTION_ADDRESS);
+        exit.state.gprs = case.input.gprs;
+        exit.state.rflags = case.input.rflags;
+        exit.state.xcr0 = self.xcr0;
+        exit.vectors.ymm = case.input.ymm;
+        for (segment, selector) in exit.state.segments.iter_mut().zip(self.selectors) {
+            segment.selector = selector;
+        }
+        exit
+    }
+
+    pub fn run(&mut self, case: &Case) -> Emulated {
+        let memory = &self.scene.memory;
+        let mut code = vec![0u8; FRAME_SIZE];
+        let slot = (INSTRUCTION_ADDRESS - CODE_BASE) as usize;
+        code[slot..slot + case.bytes.len()].copy_from_slice(&case.bytes);
+        memory.write(self.code_frame, &code).expect("code frame");
+        for (frame, contents) in self.data_frames.iter().zip(case.data.chunks(FRAME_SIZE)) {
+            memory.write(*frame, contents).expect("data frame");
+        }
+        memory
+            .write(self.read_only_frame, &self.read_only)
+            .expect("read-only frame");
+        let mut exit = self.exit(case);
+        let mut guest = memory.guest();
+        let (driven, _) = drive(&mut guest, &mut exit, STEP_LIMIT, RETRY_LIMIT);
+        let mut data = Vec::with_capacity(case.data.len());
+        for frame in &self.data_frames {
+            data.extend(memory.snapshot(*frame, FRAME_SIZE));
+        }
+        let read_only_intact = memory.snapshot(self.read_only_frame, FRAME_SIZE) == self.read_only;
+        Emulated {
+            driven,
+            exit,
+            data,
+            read_only_intact,
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The emulator against the real CPU: every required 64-bit-mode instruction
+//! form (iced-x86 `Code`) runs natively in the sandbox and through the
+//! emulator from the same registers, flags, vector registers and memory, and
+//! the results must agree (see `against_cpu/expect.rs` for what is compared).
+//!
+//! `CORDON_LONG_TESTS=1` runs many more cases per form; `CORDON_SEED=n`
+//! replays another seed. Forms the emulator reports as unsupported are
+//! counted, listed and fail the test: the required list is the issue's.
+
+mod cases;
+mod emulated;
+mod expect;
+mod forms;
+
+use emulator_testkit::Rng;
+use emulator_testkit::native::with_sandbox;
+use expect::Verdict;
+use forms::Form;
+use iced_x86::Code;
+use std::collections::BTreeMap;
+
+/// Cases per form in the default run (keeps `cargo test` well under two
+/// minutes) and with `CORDON_LONG_TESTS=1`.
+const DEFAULT_CASES_PER_FORM: usize = 48;
+const LONG_CASES_PER_FORM: usize = 3000;
+/// Examples printed in full for each kind of mismatch.
+const EXAMPLES_PER_KIND: usize = 3;
+
+fn long_run() -> bool {
+    std::env::var("CORDON_LONG_TESTS").is_ok_and(|value| value == "1")
+}
+
+fn seed() -> u64 {
+    std::env::var("CORDON_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0x00c0_4d0e)
+}
+
+#[derive(Default)]
+struct FormTally {
+    compared: usize,
+    mismatched: usize,
+    unsupported: usize,
+    host_lacks: usize,
+    undefined: usize,
+    unsupported_reason: Option<String>,
+}
+
+#[derive(Default)]
+struct Report {
+    tallies: BTreeMap<u32, (Code, FormTally)>,
+    ungenerated: Vec<Code>,
+    /// Mismatches grouped by what differed (numbers blanked out): count
+    /// and the first few in full.
+    mismatch_kinds: BTreeMap<String, (usize, Vec<String>)>,
+}
+
+/// What differed in a mismatch report, with numbers and byte lists blanked
+/// out, so that mismatches with one cause group together.
+fn mismatch_kind(text: &str) -> String {
+    let differences = text.lines().skip(2).collect::<Vec<_>>().join(" |");
+    let mut kind = String::new();
+    let mut chars = differences.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '[' {
+            while chars.next().is_some_and(|c| c != ']') {}
+            kind.push_str("[..]");
+        } else if c.is_ascii_digit() {
+            let mut number = String::from(c);
+            while let Some(next) = chars.next_if(|c| c.is_ascii_alphanumeric()) {
+                number.push(next);
+            }
+            // Keep small numbers (vectors, error codes); blank the rest.
+            if number.len() <= 2 {
+                kind.push_str(&number);
+            } else {
+                kind.push('#');
+            }
+        } else {
+            kind.push(c);
+        }
+    }
+    kind
+}
+
+impl Report {
+    fn record(&mut self, form: Form, verdict: Verdict) {
+        let (_, tally) = self
+            .tallies
+            .entry(form.code as u32)
+            .or_insert_with(|| (form.code, FormTally::default()));
+        match verdict {
+            Verdict::Match => tally.compared += 1,
+            Verdict::Mismatch(text) => {
+                tally.compared += 1;
+                tally.mismatched += 1;
+                let (count, examples) =
+                    self.mismatch_kinds.entry(mismatch_kind(&text)).or_default();
+                *count += 1;
+                if examples.len() < EXAMPLES_PER_KIND {
+                    examples.push(text);
+                }
+            }
+            Verdict::Unsupported(reason) => {
+                tally.unsupported += 1;
+                tally.unsupported_reason.get_or_insert(reason);
+            }
+            Verdict::HostLacksInstruction => tally.host_lacks += 1,
+            Verdict::UndefinedResult => tally.undefined += 1,
+        }
+    }
+
+    /// Prints the summary; returns the reasons the run fails.
+    fn finish(&self, forms: usize, seed: u64) -> Vec<String> {
+        let cases: usize = self.tallies.values().map(|(_, t)| t.compared).sum();
+        let mismatched: usize = self.tallies.values().map(|(_, t)| t.mismatched).sum();
+        let unsupported: Vec<_> = self
+            .tallies
+            .values()
+            .filter(|(_, t)| t.unsupported > 0)
+            .collect();
+        let host_lacks: Vec<_> = self
+            .tallies
+            .values()
+            .filter(|(_, t)| t.host_lacks > 0 && t.compared == 0)
+            .map(|(code, _)| format!("{code:?}"))
+            .collect();
+        let covered = self
+            .tallies
+            .values()
+            .filter(|(_, t)| t.compared > 0 && t.mismatched == 0 && t.unsupported == 0)
+            .count();
+        let undefined: usize = self.tallies.values().map(|(_, t)| t.undefined).sum();
+        let unsupported_cases: usize = unsupported.iter().map(|(_, t)| t.unsupported).sum();
+        println!(
+            "against the CPU (seed {seed}): {forms} required forms; {covered} covered without \
+             mismatch; {cases} cases compared, {mismatched} mismatches; {unsupported_cases} cases \
+             in {} forms unsupported by the emulator; {undefined} cases with an SDM-undefined \
+             result skipped",
+            unsupported.len()
+        );
+        let mut kinds: Vec<_> = self.mismatch_kinds.iter().collect();
+        kinds.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
+        for (kind, (count, examples)) in kinds {
+            println!("MISMATCH KIND ({count} cases):{kind}");
+            for text in examples {
+                println!("  e.g. {text}");
+            }
+        }
+        let mismatching_forms: Vec<String> = self
+            .tallies
+            .values()
+            .filter(|(_, t)| t.mismatched > 0)
+            .map(|(code, t)| format!("{code:?} ({}/{})", t.mismatched, t.compared))
+            .collect();
+        let mut failures = Vec::new();
+        if !mismatching_forms.is_empty() {
+            failures.push(format!(
+                "{mismatched} mismatches in {} forms: {}",
+                mismatching_forms.len(),
+                mismatching_forms.join(", ")
+            ));
+        }
+        if !unsupported.is_empty() {
+            let list: Vec<String> = unsupported
+                .iter()
+                .map(|(code, t)| {
+                    format!(
+                        "{code:?} ({})",
+                        t.unsupported_reason.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            failures.push(format!(
+                "{} required forms unsupported: {}",
+                list.len(),
+                list.join(", ")
+            ));
+        }
+        if !host_lacks.is_empty() {
+            failures.push(format!(
+                "the host CPU lacks {} required forms, so they were not compared: {}",
+                host_lacks.len(),
+                host_lacks.join(", ")
+            ));
+        }
+        if !self.ungenerated.is_empty() {
+            failures.push(format!(
+                "the harness generated no case for {:?}",
+                self.ungenerated
+            ));
+        }
+        failures
+    }
+}
+
+#[test]
+fn the_required_form_list_has_every_kind_of_form() {
+    let forms = forms::required_forms();
+    let codes: Vec<Code> = forms.iter().map(|form| form.code).collect();
+    for code in [
+        Code::Mov_rm32_r32,
+        Code::Mov_moffs64_RAX,
+        Code::Mov_r64m16_Sreg,
+        Code::Movsxd_r64_rm32,
+        Code::Movbe_m64_r64,
+        Code::Movdir64b_r64_m512,
+        Code::Xchg_rm64_r64,
+        Code::Cmove_r32_rm32,
+        Code::Setg_rm8,
+        Code::Push_rm64,
+        Code::Pop_rm64,
+        Code::Push_r64,
+        Code::Pushq_imm32,
+        Code::Xadd_rm16_r16,
+        Code::Cmpxchg16b_m128,
+        Code::Imul_r64_rm64_imm8,
+        Code::Idiv_rm8,
+        Code::Btc_rm64_r64,
+        Code::Bts_rm32_imm8,
+        Code::Lzcnt_r16_rm16,
+        Code::Rcr_rm8_CL,
+        Code::Shrd_rm64_r64_imm8,
+        Code::Movsq_m64_m64,
+        Code::Scasb_AL_m8,
+        Code::Movq_rm64_xmm,
+        Code::Movntdq_m128_xmm,
+        Code::VEX_Vmovdqu_ymmm256_ymm,
+        Code::VEX_Vmovaps_xmm_xmmm128,
+        Code::Clflushopt_m8,
+        Code::Prefetchnta_m8,
+    ] {
+        assert!(
+            codes.contains(&code),
+            "{code:?} missing from the required forms"
+        );
+    }
+    assert!(
+        forms.len() > 500,
+        "only {} required forms: the filter lost some",
+        forms.len()
+    );
+}
+
+#[test]
+fn every_required_form_matches_the_host_cpu() {
+    let per_form = if long_run() {
+        LONG_CASES_PER_FORM
+    } else {
+        DEFAULT_CASES_PER_FORM
+    };
+    let seed = seed();
+    let forms = forms::required_forms();
+    let failures = with_sandbox(|sandbox| {
+        let read_only = sandbox.read_only_contents().to_vec();
+        let mut emulated = emulated::EmulatedSide::new(&read_only);
+        let mut report = Report::default();
+        for form in &forms {
+            let mut rng = Rng::new(seed ^ (form.code as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            for _ in 0..per_form {
+                let Some(case) = cases::generate(*form, &mut rng, &read_only) else {
+                    report.ungenerated.push(form.code);
+                    break;
+                };
+                sandbox.set_writable_data(&case.data);
+                let native = sandbox.run(&case.bytes, &case.input);
+                let native_data = sandbox.writable_data();
+                let result = emulated.run(&case);
+                report.record(
+                    *form,
+                    expect::evaluate(&case, &native, &native_data, &result),
+                );
+            }
+        }
+        report.finish(forms.len(), seed)
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
