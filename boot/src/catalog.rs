@@ -73,10 +73,11 @@ pub const SERVICES: &[Service] = &[
         name: "trace",
         binary: CrateBinary {
             package: "emulator",
-            bin: "service-trace",
-            features: &[],
+            bin: "service",
+            features: &["trace"],
         },
-        required_markers: &[],
+        // One line per emulated instruction: `emulator: trace: cpu 0 exit ...`.
+        required_markers: &[": trace: cpu "],
         failure_markers: &[],
         guest_completes: true,
     },
@@ -87,9 +88,11 @@ pub const SERVICES: &[Service] = &[
             bin: "hostile-service",
             features: &[],
         },
+        // Attacks at the first exit (each refused, `hostile: PASS` at the end),
+        // then serves the guest normally.
         required_markers: &["hostile: PASS"],
-        failure_markers: &["hostile: FAIL"],
-        guest_completes: false,
+        failure_markers: &["hostile: FAIL", ": ACCEPTED"],
+        guest_completes: true,
     },
 ];
 
@@ -98,11 +101,12 @@ pub fn guest(name: &str) -> Option<&'static Guest> {
     GUESTS.iter().find(|guest| guest.name == name)
 }
 
-/// The service called `name` (catalogue name or binary name).
+/// The service called `name` (catalogue name, or the binary name of a service
+/// built without extra features).
 pub fn service(name: &str) -> Option<&'static Service> {
-    SERVICES
-        .iter()
-        .find(|service| service.name == name || service.binary.bin == name)
+    SERVICES.iter().find(|service| {
+        service.name == name || (service.binary.bin == name && service.binary.features.is_empty())
+    })
 }
 
 /// The names the catalogue knows, for error messages.
@@ -139,8 +143,8 @@ mod tests {
             Some("emulator")
         );
         assert_eq!(
-            service("trace").map(|service| service.binary.bin),
-            Some("service-trace")
+            service("trace").map(|service| service.binary.features),
+            Some(&["trace"][..])
         );
         assert!(service("nonesuch").is_none());
     }

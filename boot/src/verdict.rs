@@ -3,9 +3,10 @@
 //! Markers (whole lines on COM1; a line counts if it contains the marker):
 //! - guest: `RESULT: PASS <summary>` or `RESULT: FAIL <reason>`; a guest may
 //!   print `mmio-store: N ticks, ram-store: M ticks`, which the verdict repeats.
-//! - core: `cordon: guest done result=pass|fail guest-emulated=N service-retired=M`
-//!   after the guest's completion hypercall; the two counts must agree (every
-//!   trapped access the guest made went through the service).
+//! - core: `cordon: guest done on cpu C: guest says pass|fail, guest-emulated=N
+//!   service-retired=M ...` after the guest's completion hypercall; the two
+//!   counts must agree (every trapped access the guest made went through the
+//!   service).
 //! - core, fatal: `cordon: EXCEPTION`, `cordon: PANIC`, `cordon: FATAL`,
 //!   `cordon: VMX not available`, `cordon: machine stop (failure)`.
 //! - core, boot self-test: `cordon: selftest ... ok`.
@@ -46,6 +47,7 @@ pub enum RunEnd {
 
 const MACHINE_STOP_FAILURE: &str = "cordon: machine stop (failure)";
 const FATAL_MARKERS: &[&str] = &[
+    "went through the service: NO",
     "cordon: EXCEPTION",
     "cordon: PANIC",
     "cordon: FATAL",
@@ -194,7 +196,7 @@ fn check_guest_done(line: &str) -> Result<(), String> {
                 .and_then(|rest| rest.strip_prefix('='))
         })
     };
-    if field("result") == Some("fail") {
+    if field("result") == Some("fail") || line.contains("guest says fail") {
         return Err(format!("the guest reported failure to the core: {line}"));
     }
     let count = |key| field(key).and_then(|value| value.trim_end_matches(',').parse::<u64>().ok());

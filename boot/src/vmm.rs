@@ -122,6 +122,15 @@ pub fn boot(
             }
             _ => {}
         }
+        if decided.is_none()
+            && let Some(trouble) = emulator_trouble(&output_log(machine))
+        {
+            decided = Some((
+                Verdict::Fail(format!("emulator: {trouble}")),
+                Instant::now(),
+            ));
+            continue;
+        }
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
@@ -149,11 +158,15 @@ fn stop(child: &mut Child, decided: Option<(Verdict, Instant)>) -> Verdict {
     )
 }
 
-fn spawn(machine: &Machine, serial: &Path) -> Result<Child, String> {
-    let output_log = machine.work_dir.join(match machine.vmm {
+fn output_log(machine: &Machine) -> PathBuf {
+    machine.work_dir.join(match machine.vmm {
         Vmm::Bochs => "bochs.out",
         Vmm::Qemu => "qemu.out",
-    });
+    })
+}
+
+fn spawn(machine: &Machine, serial: &Path) -> Result<Child, String> {
+    let output_log = output_log(machine);
     let output = File::create(&output_log)
         .map_err(|error| format!("cannot create {}: {error}", output_log.display()))?;
     let errors = output
@@ -195,13 +208,41 @@ fn bochs_command(machine: &Machine, serial: &Path) -> Result<Command, String> {
     Ok(command)
 }
 
-/// Whether QEMU can use KVM here (and so run Cordon with nested VMX).
+/// Whether QEMU can use KVM here: /dev/kvm opens and the CPU shows hardware
+/// virtualisation (some sandboxes offer a /dev/kvm that cannot run real code).
 pub fn kvm_usable() -> bool {
-    fs::OpenOptions::new()
+    let device = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .is_ok()
+        .is_ok();
+    device && (cpu_has_flag("vmx") || cpu_has_flag("svm"))
+}
+
+/// Whether QEMU with KVM would give Cordon VMX (an Intel host with nesting).
+pub fn nested_vmx_available() -> bool {
+    kvm_usable() && cpu_has_flag("vmx")
+}
+
+fn cpu_has_flag(flag: &str) -> bool {
+    fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|line| line.starts_with("flags"))
+            .any(|line| line.split_whitespace().any(|word| word == flag))
+    })
+}
+
+/// Lines in the emulator's own output that mean the machine is dead even if
+/// the process lingers (QEMU pauses after a KVM internal error).
+const EMULATOR_FATAL: &[&str] = &["KVM internal error", ">>PANIC<<", "emulation failure"];
+
+/// The first fatal line in the emulator's output log, if any.
+fn emulator_trouble(output_log: &Path) -> Option<String> {
+    let text = fs::read(output_log).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .find(|line| EMULATOR_FATAL.iter().any(|marker| line.contains(marker)))
+        .map(|line| line.trim().to_string())
 }
 
 fn qemu_command(machine: &Machine, serial: &Path) -> Command {
