@@ -8,7 +8,7 @@ use crate::Guest;
 use crate::fault::{Fault, vector};
 use crate::machine::Machine;
 use crate::paging::{AccessKind, translate};
-use crate::segmentation::{SegmentAccess, linearize};
+use crate::segmentation::{SegmentAccess, linearize, segment_base};
 use crate::state::{Mode, control, rflags};
 
 const PAGE_SIZE: u64 = 4096;
@@ -56,13 +56,22 @@ impl<G: Guest> Machine<'_, G> {
             DataAccess::Read => SegmentAccess::Read,
             DataAccess::Write => SegmentAccess::Write,
         };
+        // The CPU checks a required alignment before the segment and
+        // canonical checks, and #AC before paging.
+        if let Alignment::Required(bytes) = alignment {
+            let unchecked = segment_base(self.exit, self.mode, segment).wrapping_add(offset);
+            if unchecked % bytes.max(1) != 0 {
+                return Err(Fault::gp0());
+            }
+        }
         let linear = linearize(
             self.exit, self.mode, segment, offset, len as u64, seg_access,
         )?;
-        if let Alignment::Required(bytes) = alignment
+        if let Alignment::Checked(bytes) = alignment
+            && self.alignment_checks_enabled()
             && linear % bytes.max(1) != 0
         {
-            return Err(Fault::gp0());
+            return Err(Fault::with_zero_code(vector::AC));
         }
         let kind = AccessKind {
             write: access == DataAccess::Write,
@@ -71,12 +80,6 @@ impl<G: Guest> Machine<'_, G> {
             implicit_supervisor: false,
         };
         let span = self.map_linear(linear, len, kind)?;
-        if let Alignment::Checked(bytes) = alignment
-            && self.alignment_checks_enabled()
-            && linear % bytes.max(1) != 0
-        {
-            return Err(Fault::with_zero_code(vector::AC));
-        }
         self.note_linear_range(linear, len as u64);
         Ok(span)
     }

@@ -36,6 +36,17 @@ pub(crate) fn is_canonical(exit: &ExitMessage, linear: u64) -> bool {
     (((linear << shift) as i64) >> shift) as u64 == linear
 }
 
+/// The base the mode gives segment `segment` (in 64-bit mode only FS and GS
+/// have one).
+pub(crate) fn segment_base(exit: &ExitMessage, mode: Mode, segment: usize) -> u64 {
+    let Some(reg) = exit.state.segments.get(segment) else {
+        return 0;
+    };
+    let has_base =
+        mode != Mode::Long || segment == Segment::Fs as usize || segment == Segment::Gs as usize;
+    if has_base { reg.base } else { 0 }
+}
+
 /// The linear address of `len` (at least 1) bytes at `offset` in segment
 /// `segment` (an index in x86 encoding order), after every check the mode
 /// requires. `offset` is already truncated to the address size.

@@ -9,7 +9,7 @@ use crate::machine::Machine;
 use crate::memory::{Alignment, DataAccess};
 use crate::operand::segment_index;
 use crate::ops::Progress;
-use crate::state::rflags;
+use crate::state::{Mode, rflags};
 use abi::Segment;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -120,13 +120,32 @@ pub(super) fn execute<G: Guest>(
     let compares = matches!(op, StringOp::Cmps | StringOp::Scas);
     let source_segment = segment_index(i.memory_segment())?;
     let bound = m.config.max_rep_iterations.max(1);
+    // A REP instruction with 32-bit addressing in 64-bit mode writes ECX
+    // (clearing its upper half) even when it does no iteration or faults in
+    // the first one; REP MOVS and REP STOS write ESI/EDI the same way (as
+    // the host CPU of the differential test does; REP CMPS, LODS, SCAS not).
+    let mut widened = false;
+    if repeated && address_size == 4 && m.mode == Mode::Long {
+        let mut early = [Some(counter_reg), None, None];
+        if op == StringOp::Movs {
+            early[1] = Some(source_reg);
+        }
+        if matches!(op, StringOp::Movs | StringOp::Stos) {
+            early[2] = Some(dest_reg);
+        }
+        for reg in early.into_iter().flatten() {
+            let full = m.regs.gprs.get(reg.number()).copied().unwrap_or(0);
+            widened |= full >> 32 != 0;
+            m.set_register(reg, full)?;
+        }
+    }
     let mut done: u32 = 0;
     loop {
         if repeated && m.register_value(counter_reg)? == 0 {
             return Ok(Progress::Complete);
         }
         if let Err(fault) = iteration(m, op, size, source_segment, source_reg, dest_reg) {
-            return if done > 0 {
+            return if done > 0 || widened {
                 Ok(Progress::Partial)
             } else {
                 Err(fault)

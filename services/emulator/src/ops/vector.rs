@@ -126,8 +126,12 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
     if !matches!(len, 4 | 8 | 16 | 32) {
         return Err(Fault::Unsupported("vector move of this size"));
     }
+    // Unaligned 16- and 32-byte moves are exempt from #AC; the scalar
+    // forms are checked like integer accesses.
     let alignment = if requires_alignment(mnemonic) {
         Alignment::Required(len as u64)
+    } else if len <= 8 {
+        Alignment::Checked(len as u64)
     } else {
         Alignment::Checked(1)
     };
