@@ -204,6 +204,7 @@ fn bring_up_cpu_with_tss(
 ) -> &'static mut cpu::PerCpu {
     // SAFETY: each CPU initialises its own slot once, on itself.
     let cpu = unsafe { cpu::init(index, xsave_supported()) };
+    service::window::protect_supervisor();
     // Exceptions in the service thread arrive on the kernel stack.
     tss.privilege_stack_table[0] = x86_64::VirtAddr::new(cpu.kernel_stack_top);
     // SAFETY: the GDT has the layout the syscall MSRs assume.

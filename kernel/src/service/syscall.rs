@@ -284,7 +284,7 @@ fn cmpxchg(cpu: &mut PerCpu, request_address: u64) -> Result<u64, SyscallError> 
     // SAFETY: the range was checked to lie in the service's writable memory,
     // which is mapped in the current (service) address space.
     unsafe {
-        window::copy_bytes(
+        window::copy_user(
             request_address,
             request.as_mut_bytes().as_mut_ptr() as u64,
             length,
@@ -313,7 +313,7 @@ fn cmpxchg(cpu: &mut PerCpu, request_address: u64) -> Result<u64, SyscallError> 
     let current_offset = offset_of!(CmpxchgRequest, current) as u64;
     // SAFETY: as above: the request lies in checked, writable service memory.
     unsafe {
-        window::copy_bytes(
+        window::copy_user(
             current.as_ptr() as u64,
             request_address + current_offset,
             16,
@@ -332,7 +332,7 @@ fn log(cpu: &mut PerCpu, address: u64, length: u64) -> Result<u64, SyscallError>
     }
     let mut buffer = [0u8; LOG_MAX as usize];
     // SAFETY: the range was checked to lie in the service's readable memory.
-    unsafe { window::copy_bytes(address, buffer.as_mut_ptr() as u64, length) };
+    unsafe { window::copy_user(address, buffer.as_mut_ptr() as u64, length) };
     let text = &mut buffer[..length as usize];
     for byte in text.iter_mut() {
         if !(byte.is_ascii_graphic() || *byte == b' ') {

@@ -5,6 +5,7 @@
 use crate::memory;
 use crate::policy::cmpxchg_check::{CheckedCmpxchg, CmpxchgWidth};
 use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Kernel virtual address of the windows: the last 2 MiB of the first
 /// gigabyte, taken over from the boot identity map.
@@ -130,6 +131,48 @@ fn locked16(address: u64, expected: u128, new: u128) -> (bool, u128) {
         );
     }
     (swapped != 0, (u128::from(high) << 64) | u128::from(low))
+}
+
+const CR4_SMEP: u64 = 1 << 20;
+const CR4_SMAP: u64 = 1 << 21;
+static SMAP: AtomicBool = AtomicBool::new(false);
+
+/// Turns on SMEP and SMAP on this CPU where supported: the core then never
+/// executes service code and touches service memory only inside
+/// [`copy_user`].
+pub fn protect_supervisor() {
+    let features = crate::regs::cpuid(7, 0)[1];
+    let mut cr4 = crate::regs::cr4();
+    if features & (1 << 7) != 0 {
+        cr4 |= CR4_SMEP;
+    }
+    if features & (1 << 20) != 0 {
+        cr4 |= CR4_SMAP;
+        SMAP.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: the core executes no user pages and reaches user memory only
+    // through `copy_user`, which opens SMAP around the copy.
+    unsafe { crate::regs::write_cr4(cr4) };
+}
+
+/// Copies `length` bytes to or from service memory.
+///
+/// # Safety
+/// As for [`copy_bytes`]; one side is a checked range of the current
+/// service's user memory.
+pub unsafe fn copy_user(from: u64, to: u64, length: u64) {
+    let smap = SMAP.load(Ordering::Relaxed);
+    // SAFETY: STAC/CLAC exist when SMAP was enabled; between them only the
+    // copy runs.
+    unsafe {
+        if smap {
+            asm!("stac", options(nomem, nostack));
+        }
+        copy_bytes(from, to, length);
+        if smap {
+            asm!("clac", options(nomem, nostack));
+        }
+    }
 }
 
 /// Copies `length` bytes between two addresses the core may access.
