@@ -58,7 +58,7 @@ impl GuestMemory {
     }
 
     /// Atomically replaces `expected` by `new` at `offset` in `pages[0]`
-    /// (continuing in `pages[1]` for a split access; `pages[1]` is 0
+    /// (continuing in `pages[1]` for a split access; `pages[1]` is ignored
     /// otherwise). Fills `current` with what was there; returns whether it
     /// stored.
     pub fn compare_exchange(

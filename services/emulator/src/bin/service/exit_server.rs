@@ -121,7 +121,17 @@ impl ExitServer {
         let outcome = if self.trace {
             let mut guest = RecordingGuest::new(&mut self.memory);
             let outcome = emulator::emulate(&mut guest, exit);
-            let bytes = guest.instruction_bytes(linear_rip(exit));
+            let fetched = guest.instruction_bytes(linear_rip(exit));
+            // A retired instruction's length is how far RIP moved (0 for a
+            // REP instruction that is only partly done: show all fetched).
+            let length = match &outcome {
+                Outcome::Retired(retired) => retired.rip.wrapping_sub(exit.state.rip),
+                _ => 0,
+            };
+            let bytes = match usize::try_from(length) {
+                Ok(length) if (1..=fetched.len()).contains(&length) => &fetched[..length],
+                _ => fetched,
+            };
             log!(
                 "{}: trace: cpu {} exit {} rip {:#x} bytes [{}] gpa {:#x} qual {:#x}: {}",
                 self.name,
