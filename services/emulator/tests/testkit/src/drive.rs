@@ -65,3 +65,21 @@ pub fn drive(
     }
     (Driven::Stuck, step_limit)
 }
+
+/// Emulates the instruction at `exit`'s RIP once, re-emulating on
+/// `Retry` (a lost compare-exchange race) up to `retry_limit` times; `Err`
+/// carries any outcome other than `Retired` (and `Retry` past the limit).
+pub fn retire(
+    guest: &mut impl Guest,
+    exit: &ExitMessage,
+    retry_limit: usize,
+) -> Result<Retired, Box<Outcome>> {
+    for _ in 0..retry_limit {
+        match emulate(guest, exit) {
+            Outcome::Retired(retired) => return Ok(retired),
+            Outcome::Retry => {}
+            other => return Err(Box::new(other)),
+        }
+    }
+    Err(Box::new(Outcome::Retry))
+}
