@@ -1,15 +1,17 @@
-//! The hostile test service. At its first exit it makes every malformed
-//! system call of [`hostile_service::syscalls`] and sends every invalid reply
-//! of [`hostile_service::replies`], logging one line per attack:
+//! The hostile test service. At its first exit, CPU 0's thread makes every
+//! malformed system call of [`hostile_service::syscalls`] and sends every
+//! invalid reply of [`hostile_service::replies`], logging one line per attack:
 //! `hostile: <attack>: refused <error>` (with `(expected <error>)` if the core
-//! gave another error) or `hostile: <attack>: ACCEPTED`. Then it logs
+//! gave another error) or `hostile: <attack>: ACCEPTED`. With a second CPU it
+//! then races a reply rewritten by that CPU's thread (see `rewrite`). It logs
 //! `hostile: done, N refusals` and `hostile: PASS` (or `hostile: FAIL: ...`),
 //! and serves the guest like the emulator service, with the same code.
 #![no_std]
 #![no_main]
 
-#[path = "../../../../services/emulator/src/bin/service/exit_server.rs"]
+#[path = "../../../../../../services/emulator/src/bin/service/exit_server.rs"]
 mod exit_server;
+mod rewrite;
 
 use exit_server::ExitServer;
 use hostile_service::replies::reply_attack;
@@ -24,10 +26,15 @@ use rt::syscall::{self, Error};
 static READ_ONLY_REQUEST: CmpxchgRequest = VALID_CMPXCHG;
 
 fn main(start: ServiceStart) -> ! {
-    log!("hostile: cpu {}: waiting for the first exit", start.cpu);
     // SAFETY: `start` is what `_start` received, and this is the only
     // ExitServer of this thread.
     let mut server = unsafe { ExitServer::new(&start, "hostile", false) };
+    if start.cpu != 0 {
+        rewrite::serve_as_rewriter();
+        let first = server.first_exit();
+        server.serve(first)
+    }
+    log!("hostile: cpu {}: waiting for the first exit", start.cpu);
     let mut pending = server.first_exit();
     let mut tally = Tally::default();
     for attack in SYSCALL_ATTACKS {
@@ -35,6 +42,7 @@ fn main(start: ServiceStart) -> ! {
         tally.add(report(attack.name, result, attack.expected));
     }
     pending = send_reply_attacks(&mut server, pending, &mut tally);
+    pending = rewrite::race(&mut server, &start, pending, &mut tally);
     log!("hostile: done, {} refusals", tally.refused);
     if tally.passed() {
         log!("hostile: PASS");
