@@ -33,6 +33,9 @@ pub struct Service {
     /// the guest's), and markers that fail it at once.
     pub required_markers: &'static [&'static str],
     pub failure_markers: &'static [&'static str],
+    /// `(item, total)`: lines with `item` must number what follows `total` (see
+    /// `verdict::Tally`).
+    pub tally: Option<(&'static str, &'static str)>,
     /// Whether a run needs the guest's `RESULT: PASS` and the core's
     /// `cordon: guest done` (false for services that do not emulate).
     pub guest_completes: bool,
@@ -67,6 +70,7 @@ pub const SERVICES: &[Service] = &[
         },
         required_markers: &[],
         failure_markers: &[],
+        tally: None,
         guest_completes: true,
     },
     Service {
@@ -79,6 +83,7 @@ pub const SERVICES: &[Service] = &[
         // One line per emulated instruction: `emulator: trace: cpu 0 exit ...`.
         required_markers: &[": trace: cpu "],
         failure_markers: &[],
+        tally: None,
         guest_completes: true,
     },
     Service {
@@ -92,6 +97,8 @@ pub const SERVICES: &[Service] = &[
         // then serves the guest normally.
         required_markers: &["hostile: PASS"],
         failure_markers: &["hostile: FAIL", ": ACCEPTED"],
+        // Every refusal has its own line, and the closing count agrees.
+        tally: Some((": refused ", "hostile: done, ")),
         guest_completes: true,
     },
 ];

@@ -6,7 +6,7 @@ use crate::catalog::{self, CrateBinary};
 use crate::cli::{RunOptions, Vmm};
 use crate::host_tools;
 use crate::image::{self, ImageContents};
-use crate::verdict::{Expectations, Judge};
+use crate::verdict::{Expectations, Judge, Tally};
 use crate::vmm::{self, BootReport, Machine};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -182,6 +182,10 @@ fn expectations(
                 .iter()
                 .map(|marker| marker.to_string()),
         );
+        expectations.tally = service.tally.map(|(item, total)| Tally {
+            item: item.into(),
+            total: total.into(),
+        });
     }
     expectations
 }

@@ -48,7 +48,7 @@ const BOOTS: &[BootCase] = &[
     BootCase {
         no_hypervisor: true,
         ..case(
-            "demo guest on bare hardware, no hypervisor (bochs)",
+            "demo guest alone, booted by GRUB without Cordon (bochs)",
             "test-bare",
             "emulator",
         )

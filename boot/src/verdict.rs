@@ -28,6 +28,17 @@ pub struct Expectations {
     /// Lines that would be fatal but are what this run expects (the boot
     /// self-test's exception report).
     pub tolerated: Vec<String>,
+    /// A count the log must agree with itself on.
+    pub tally: Option<Tally>,
+}
+
+/// "Every item line was printed": lines containing `item` are counted, and the
+/// line containing `total` must carry the same number right after it (for the
+/// hostile service: `hostile: x: refused E` lines against `hostile: done, N`).
+#[derive(Clone, Debug)]
+pub struct Tally {
+    pub item: String,
+    pub total: String,
 }
 
 /// The outcome of a run.
@@ -78,6 +89,8 @@ pub struct Judge {
     last_line: Option<String>,
     /// The first line that looks like the cause of a failure, for the reason.
     first_trouble: Option<String>,
+    tally_items: u64,
+    tally_checked: bool,
 }
 
 impl Judge {
@@ -90,6 +103,8 @@ impl Judge {
             figure: None,
             last_line: None,
             first_trouble: None,
+            tally_items: 0,
+            tally_checked: false,
         }
     }
 
@@ -141,6 +156,29 @@ impl Judge {
             && let Err(reason) = check_guest_done(line)
         {
             return Some(Verdict::Fail(reason));
+        }
+        if let Some(tally) = &self.expectations.tally {
+            if line.contains(tally.item.as_str()) {
+                self.tally_items += 1;
+            }
+            if let Some(index) = line.find(tally.total.as_str()) {
+                let rest = &line[index + tally.total.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                match digits.parse::<u64>() {
+                    Ok(total) if total == self.tally_items && total > 0 => {
+                        self.tally_checked = true
+                    }
+                    _ => {
+                        return Some(Verdict::Fail(format!(
+                            "`{line}` but {} `{}` lines were printed",
+                            self.tally_items, tally.item
+                        )));
+                    }
+                }
+            }
+        }
+        if self.expectations.tally.is_some() && !self.tally_checked {
+            return None;
         }
         for (marker, seen) in self.expectations.required.iter().zip(self.seen.iter_mut()) {
             *seen |= line.contains(marker.as_str());
@@ -246,6 +284,7 @@ mod tests {
             failures: vec![],
             guest_done_line: true,
             tolerated: vec![],
+            tally: None,
         }
     }
 
@@ -331,6 +370,38 @@ mod tests {
             judge.observe("cordon: EXCEPTION #PF page fault"),
             Some(Verdict::Fail(_))
         ));
+    }
+
+    #[test]
+    fn a_tally_must_match_its_item_lines() {
+        let expectations = Expectations {
+            required: vec!["hostile: PASS".into()],
+            tally: Some(Tally {
+                item: ": refused ".into(),
+                total: "hostile: done, ".into(),
+            }),
+            ..Expectations::default()
+        };
+        let mut judge = Judge::new(expectations.clone());
+        judge.observe("service[0]: hostile: map-outside: refused OutOfCapability");
+        judge.observe("service[0]: hostile: bad-width: refused BadArgument");
+        assert_eq!(judge.observe("service[0]: hostile: done, 2 refusals"), None);
+        assert!(matches!(
+            judge.observe("service[0]: hostile: PASS"),
+            Some(Verdict::Pass(_))
+        ));
+
+        let mut judge = Judge::new(expectations.clone());
+        judge.observe("service[0]: hostile: map-outside: refused OutOfCapability");
+        let verdict = judge.observe("service[0]: hostile: done, 2 refusals");
+        assert!(matches!(verdict, Some(Verdict::Fail(_))), "{verdict:?}");
+
+        let mut judge = Judge::new(expectations);
+        assert_eq!(
+            judge.observe("service[0]: hostile: PASS"),
+            None,
+            "no tally line yet"
+        );
     }
 
     #[test]
