@@ -22,7 +22,7 @@ pub fn ymm_upper_offset() -> Option<usize> {
         return None;
     }
     let leaf = core::arch::x86_64::__cpuid_count(0xd, 2);
-    (leaf.eax == 16 && (leaf.ebx as usize) + 256 <= 4096).then_some(leaf.ebx as usize)
+    (leaf.eax == 256 && (leaf.ebx as usize) + 256 <= 4096).then_some(leaf.ebx as usize)
 }
 
 impl XsaveArea {

@@ -6,6 +6,7 @@
 //! device memory (LAPIC uncached) that no Rust reference points at, and the RAM buffers
 //! are locals only these accessors touch while they run.
 
+use crate::vector_checks;
 use demo_guest::lapic;
 use demo_guest::report::{CheckLine, Phase};
 use guest_support::cpu::initial_apic_id;
@@ -97,6 +98,9 @@ const CHECKS: &[(&str, Check)] = &[
     ("split-mov32", split_mov32),
     ("split-lock-xadd32", split_lock_xadd32),
     ("page-fault-recorded", page_fault_recorded),
+    ("xmm-survive-exit", xmm_survive_exit),
+    ("movdqu-round-trip", movdqu_round_trip),
+    ("ymm-load-and-survive", ymm_load_and_survive),
 ];
 
 /// Runs every 64-bit check, handing each line to `report`. `handoff_magic` is the EAX
@@ -671,5 +675,42 @@ fn page_fault_recorded(_: &mut TrappedMemory, _: u32) -> Outcome {
             first: ("vector", u64::from(record.vector)),
             second: ("cr2", record.cr2),
         },
+    }
+}
+
+fn xmm_survive_exit(memory: &mut TrappedMemory, _: u32) -> Outcome {
+    // SAFETY: VGA text memory is trapped and the demo's to write.
+    let changed = unsafe { vector_checks::xmm_survive_exit(memory, vga(0x300)) };
+    Outcome {
+        passed: changed == 0,
+        first: ("changed-bytes", changed),
+        second: ("registers", 16),
+    }
+}
+
+fn movdqu_round_trip(memory: &mut TrappedMemory, _: u32) -> Outcome {
+    // SAFETY: as above, 32 bytes of VGA text memory.
+    let (loaded, stored) = unsafe { vector_checks::movdqu_round_trip(memory, vga(0x340)) };
+    Outcome {
+        passed: loaded == 0 && stored == 0,
+        first: ("load-wrong", loaded),
+        second: ("store-wrong", stored),
+    }
+}
+
+fn ymm_load_and_survive(memory: &mut TrappedMemory, _: u32) -> Outcome {
+    if !vector_checks::enable_avx() {
+        return Outcome {
+            passed: false,
+            first: ("avx", 0),
+            second: ("xsave", 0),
+        };
+    }
+    // SAFETY: AVX is on; 32 bytes of VGA text memory.
+    let (wrong, changed) = unsafe { vector_checks::ymm_load_and_survive(memory, vga(0x380)) };
+    Outcome {
+        passed: wrong == 0 && changed == 0,
+        first: ("ymm3-wrong", wrong),
+        second: ("others-changed", changed),
     }
 }

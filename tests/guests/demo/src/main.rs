@@ -8,6 +8,7 @@
 mod checks64;
 mod entry32;
 mod figure;
+mod vector_checks;
 
 use core::panic::PanicInfo;
 
