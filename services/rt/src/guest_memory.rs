@@ -126,17 +126,20 @@ impl GuestMemory {
             // reference into it.
             unsafe { syscall::unmap(slot as u64) }.map_err(AccessError::Syscall)?;
         }
-        let mut result = Err(AccessError::BadWidth);
-        for attempt in [rights, needed] {
-            // SAFETY: as above.
-            result = unsafe { syscall::map(page, attempt, slot as u64) }
-                .map(|_| self.slots.mapped(slot, page, attempt))
-                .map_err(AccessError::Syscall);
-            if result.is_ok() || attempt == needed {
-                break;
+        // SAFETY: only this GuestMemory uses the window and it holds no
+        // reference into it.
+        let first = unsafe { syscall::map(page, rights, slot as u64) };
+        let (mapped, granted) = match first {
+            Err(_) if rights != needed => {
+                // SAFETY: as above.
+                let retry = unsafe { syscall::map(page, needed, slot as u64) };
+                (retry, needed)
             }
-        }
-        result
+            other => (other, rights),
+        };
+        mapped.map_err(AccessError::Syscall)?;
+        self.slots.mapped(slot, page, granted);
+        Ok(())
     }
 }
 
