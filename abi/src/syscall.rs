@@ -23,7 +23,8 @@ pub enum Syscall {
     Cmpxchg = 3,
     /// `log(address, length)`: writes bytes of the caller's memory to the console.
     Log = 4,
-    /// `exit(code)`: the service ends; the core stops the VM.
+    /// `exit(code)`: the service ends; the core restarts this CPU's
+    /// instance from its image (and stops the VM if it keeps failing).
     Exit = 5,
 }
 
@@ -115,6 +116,9 @@ pub struct ServiceStart {
     pub cpu: u64,
     /// `rdx`: address of this CPU's map window (slot n at `+ n * 4096`).
     pub map_window: u64,
+    /// `r8`: how many times the core has restarted this CPU's instance after
+    /// it faulted or exited (0 at the first start). Since ABI 1.1.
+    pub restarts: u64,
 }
 
 impl ServiceStart {

@@ -83,6 +83,10 @@ pub struct PerCpu {
     /// Guest and host MSR areas (VM-exit store / VM-entry load, VM-exit load).
     pub msr_area: u64,
     pub state: VcpuState,
+    /// Times the core restarted this CPU's service instance.
+    pub restarts: u32,
+    /// Restarts since the service last answered an exit.
+    pub restarts_in_a_row: u32,
     pub sequence: u64,
     /// The message last forwarded, kept in core memory so a reply is checked
     /// against what the core sent, not against the shared page.

@@ -127,6 +127,7 @@ fn pkru(cpu: &PerCpu, xcr0: u64) -> u32 {
 /// Applies a validated reply to the pending exit and resumes the guest (or
 /// stops it).
 pub fn apply(cpu: &mut PerCpu, reply: ValidatedReply) -> ! {
+    cpu.restarts_in_a_row = 0;
     match reply {
         ValidatedReply::Resume(update) => apply_update(cpu, &update),
         ValidatedReply::InjectException(exception) => apply_exception(cpu, exception),

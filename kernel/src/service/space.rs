@@ -1,7 +1,6 @@
-//! A service's address space: the kernel's first gigabyte (supervisor-only,
-//! shared with the core's own tables) plus the service's user mappings in the
-//! second gigabyte: its image, and per CPU a stack, a message page and a map
-//! window.
+//! A service instance's address space: the kernel's first gigabyte
+//! (supervisor-only, shared with the core's own tables) plus the user mappings
+//! in the second gigabyte: the image, a stack, a message page and a map window.
 
 use crate::memory;
 
@@ -16,17 +15,16 @@ const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// The user half lies in [USER_START, USER_END): one page directory's worth.
 pub const USER_START: u64 = 0x4000_0000;
 pub const USER_END: u64 = 0x8000_0000;
-/// Service images must lie below this; per-CPU areas come after it.
+/// Service images must lie below this; the thread's areas come after it.
 pub const IMAGE_END: u64 = 0x6000_0000;
-/// Per-CPU stacks: CPU n's 64 KiB stack ends at `STACKS + (n + 1) * STACK_STRIDE`
-/// with an unmapped guard page area below it.
-pub const STACKS: u64 = 0x7000_0000;
-pub const STACK_STRIDE: u64 = 0x2_0000;
+/// The thread's 64 KiB stack ends here (an unmapped gap lies below it).
+pub const STACK_TOP: u64 = 0x7002_0000;
 pub const STACK_SIZE: u64 = 0x1_0000;
-/// Per-CPU message pages.
-pub const MESSAGE_PAGES: u64 = 0x7800_0000;
-/// Per-CPU map windows of `abi::syscall::MAP_SLOTS` pages each.
-pub const MAP_WINDOWS: u64 = 0x7c00_0000;
+/// The message page: the exit message, and the reply at
+/// `abi::ServiceStart::REPLY_OFFSET`.
+pub const MESSAGE_PAGE: u64 = 0x7800_0000;
+/// The map window of `abi::syscall::MAP_SLOTS` pages.
+pub const MAP_WINDOW: u64 = 0x7c00_0000;
 
 /// How a user page is mapped.
 #[derive(Clone, Copy, Debug)]

@@ -87,7 +87,7 @@ extern "C" fn syscall_entry() -> ! {
 /// Returns to the service thread with the registers in `cpu.user` (RCX and
 /// R11 are consumed by SYSRET, as the syscall convention allows).
 pub fn return_to_service(cpu: &mut PerCpu) -> ! {
-    let root = super::get().space.root;
+    let root = super::instance(cpu.index).space.root;
     if regs::cr3() != root {
         // SAFETY: the service space maps the kernel's first gigabyte, where
         // all core code, data and stacks live, exactly as the core's own tables.
@@ -151,7 +151,7 @@ extern "C" fn dispatch(cpu: &mut PerCpu) -> ! {
         Some(Syscall::Cmpxchg) => cmpxchg(cpu, rdi),
         Some(Syscall::Log) => log(cpu, rdi, rsi),
         Some(Syscall::Exit) => {
-            crate::vm::stop(cpu, format_args!("the service exited with code {rdi}"));
+            super::restart(cpu, format_args!("the service exited with code {rdi}"));
         }
         None => {
             println!("cordon: service refused: unknown syscall {rax}");
@@ -185,8 +185,7 @@ fn reply_recv(cpu: &mut PerCpu, has_reply: u64, version: u64) -> Result<u64, Sys
         (0, VcpuState::AwaitingReply) => super::deliver_exit(cpu),
         (1, VcpuState::AwaitingReply) => {
             let mut reply = Reply::new_zeroed();
-            let frame = window::user_frame(super::message_page_address(cpu.index))
-                .ok_or(SyscallError::BadArgument)?;
+            let frame = super::message_frame(cpu.index);
             // SAFETY: the message frame belongs to this CPU's thread and is
             // mapped for the core; the service may change it concurrently,
             // which is why the reply is copied once and then checked.
@@ -238,13 +237,13 @@ fn map(cpu: &mut PerCpu, gpa: u64, rights: u64, slot: u64) -> Result<u64, Syscal
         println!("cordon: service refused: map of GPA {gpa:#x} without capability ({error:?})");
         return Err(error);
     }
-    let address = super::map_window_address(cpu.index) + slot * PAGE_SIZE;
+    let address = space::MAP_WINDOW + slot * PAGE_SIZE;
     let flags = space::PageFlags {
         writable: rights & Rights::WRITE != 0,
         executable: false,
         uncached: !crate::is_ram(gpa),
     };
-    super::get()
+    super::instance(cpu.index)
         .space
         .map(address, gpa, flags)
         .map_err(|_| SyscallError::BadArgument)?;
@@ -260,8 +259,8 @@ fn unmap(cpu: &mut PerCpu, slot: u64) -> Result<u64, SyscallError> {
             SyscallError::BadArgument,
         );
     }
-    let address = super::map_window_address(cpu.index) + slot * PAGE_SIZE;
-    super::get()
+    let address = space::MAP_WINDOW + slot * PAGE_SIZE;
+    super::instance(cpu.index)
         .space
         .unmap(address)
         .map_err(|_| SyscallError::BadArgument)?;
@@ -273,7 +272,7 @@ fn unmap(cpu: &mut PerCpu, slot: u64) -> Result<u64, SyscallError> {
 fn cmpxchg(cpu: &mut PerCpu, request_address: u64) -> Result<u64, SyscallError> {
     let length = size_of::<CmpxchgRequest>() as u64;
     if let Err(error) = check_user_range(
-        &super::get().regions,
+        &super::instance(cpu.index).regions,
         request_address,
         length,
         UserAccess::Write,
@@ -327,7 +326,12 @@ fn log(cpu: &mut PerCpu, address: u64, length: u64) -> Result<u64, SyscallError>
     if length > LOG_MAX {
         return refuse("log longer than LOG_MAX", SyscallError::BadArgument);
     }
-    if let Err(error) = check_user_range(&super::get().regions, address, length, UserAccess::Read) {
+    if let Err(error) = check_user_range(
+        &super::instance(cpu.index).regions,
+        address,
+        length,
+        UserAccess::Read,
+    ) {
         return refuse("log buffer outside the service's memory", error);
     }
     let mut buffer = [0u8; LOG_MAX as usize];

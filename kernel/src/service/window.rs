@@ -28,11 +28,6 @@ pub fn init() -> Option<()> {
     Some(())
 }
 
-/// The frame behind a user page of the service.
-pub fn user_frame(address: u64) -> Option<u64> {
-    super::get().space.frame_of(address)
-}
-
 /// Maps `first` and `second` next to each other in this CPU's window and
 /// returns the window's address.
 fn map_pair(cpu: usize, first: u64, second: Option<u64>) -> u64 {

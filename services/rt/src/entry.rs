@@ -1,4 +1,4 @@
-//! The service entry point: `_start` receives `ServiceStart` in rdi/rsi/rdx on
+//! The service entry point: `_start` receives `ServiceStart` in rdi/rsi/rdx/r8 on
 //! the stack the core set, aligns the stack and calls the `main` that
 //! [`entry!`](crate::entry!) declared.
 
@@ -16,6 +16,8 @@ unsafe extern "Rust" {
 unsafe extern "C" fn _start() -> ! {
     core::arch::naked_asm!(
         "and rsp, -16",
+        // The restart count arrives in r8 (rcx held the SYSRET address).
+        "mov rcx, r8",
         "xor ebp, ebp",
         "call {enter}",
         "ud2",
@@ -23,10 +25,11 @@ unsafe extern "C" fn _start() -> ! {
     )
 }
 
-extern "C" fn enter(message_page: u64, cpu: u64, map_window: u64) -> ! {
+extern "C" fn enter(message_page: u64, cpu: u64, map_window: u64, restarts: u64) -> ! {
     __cordon_service_main(ServiceStart {
         message_page,
         cpu,
         map_window,
+        restarts,
     })
 }
