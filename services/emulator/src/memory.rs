@@ -52,27 +52,55 @@ impl<G: Guest> Machine<'_, G> {
         access: DataAccess,
         alignment: Alignment,
     ) -> Result<Span, Fault> {
+        let linear = self.check_segment(segment, offset, len, access, alignment)?;
+        self.check_alignment(linear, alignment)?;
+        self.translate_data(linear, len, access)
+    }
+
+    /// A required alignment (#GP, checked on the address before the segment
+    /// and canonical checks, as the CPU does), then segmentation.
+    fn check_segment(
+        &self,
+        segment: usize,
+        offset: u64,
+        len: usize,
+        access: DataAccess,
+        alignment: Alignment,
+    ) -> Result<u64, Fault> {
         let seg_access = match access {
             DataAccess::Read => SegmentAccess::Read,
             DataAccess::Write => SegmentAccess::Write,
         };
-        // The CPU checks a required alignment before the segment and
-        // canonical checks, and #AC before paging.
         if let Alignment::Required(bytes) = alignment {
             let unchecked = segment_base(self.exit, self.mode, segment).wrapping_add(offset);
-            if unchecked % bytes.max(1) != 0 {
+            if !unchecked.is_multiple_of(bytes.max(1)) {
                 return Err(Fault::gp0());
             }
         }
-        let linear = linearize(
+        linearize(
             self.exit, self.mode, segment, offset, len as u64, seg_access,
-        )?;
+        )
+    }
+
+    /// #AC(0), which the CPU raises before any page fault.
+    fn check_alignment(&self, linear: u64, alignment: Alignment) -> Result<(), Fault> {
         if let Alignment::Checked(bytes) = alignment
             && self.alignment_checks_enabled()
-            && linear % bytes.max(1) != 0
+            && !linear.is_multiple_of(bytes.max(1))
         {
             return Err(Fault::with_zero_code(vector::AC));
         }
+        Ok(())
+    }
+
+    /// Translates a checked data range and notes it for the guest-linear
+    /// address check.
+    fn translate_data(
+        &mut self,
+        linear: u64,
+        len: usize,
+        access: DataAccess,
+    ) -> Result<Span, Fault> {
         let kind = AccessKind {
             write: access == DataAccess::Write,
             fetch: false,

@@ -51,6 +51,8 @@ pub(super) fn movdir64b<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Re
     let address_reg = i.op0_register();
     let offset = m.register_value(address_reg)?;
     let mut data = [0u8; 64];
+    // The source is read (and may page-fault) before the destination's
+    // alignment is checked, as the CPU orders it.
     let source = m.map_memory_operand(i, 64, DataAccess::Read, Alignment::Checked(1))?;
     let destination = m.map_data(
         Segment::Es as usize,

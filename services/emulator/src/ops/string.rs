@@ -228,6 +228,8 @@ fn iteration<G: Guest>(
             m.set_register(accumulator(size), value)
         }
         StringOp::Cmps => {
+            // The CPU reads ES:[rDI] first (its faults win).
+            let dest = m.map_data(es, dest_offset, size, DataAccess::Read, checked)?;
             let source = m.map_data(
                 source_segment,
                 source_offset,
@@ -235,7 +237,6 @@ fn iteration<G: Guest>(
                 DataAccess::Read,
                 checked,
             )?;
-            let dest = m.map_data(es, dest_offset, size, DataAccess::Read, checked)?;
             let left = m.read_value(&source)?;
             let right = m.read_value(&dest)?;
             let (_, flags) = alu::sub(left, right, false, size);

@@ -10,6 +10,7 @@ use emulator::{Guest, MemoryError, Outcome};
 use rt::abi::{ExitMessage, ExitReason, Reply, Segment, ServiceStart, SyscallError};
 use rt::guest_memory::{AccessError, GuestMemory};
 use rt::message::MessagePage;
+use rt::read_log::{MAX_INSTRUCTION_LEN, ReadLog};
 use rt::syscall::Error;
 use rt::{log, reply};
 
@@ -121,17 +122,17 @@ impl ExitServer {
         let outcome = if self.trace {
             let mut guest = RecordingGuest::new(&mut self.memory);
             let outcome = emulator::emulate(&mut guest, exit);
-            let fetched = guest.instruction_bytes(linear_rip(exit));
             // A retired instruction's length is how far RIP moved (0 for a
             // REP instruction that is only partly done: show all fetched).
             let length = match &outcome {
                 Outcome::Retired(retired) => retired.rip.wrapping_sub(exit.state.rip),
                 _ => 0,
             };
-            let bytes = match usize::try_from(length) {
-                Ok(length) if (1..=fetched.len()).contains(&length) => &fetched[..length],
-                _ => fetched,
+            let length = match usize::try_from(length) {
+                Ok(length) if (1..=MAX_INSTRUCTION_LEN).contains(&length) => length,
+                _ => MAX_INSTRUCTION_LEN,
             };
+            let bytes = guest.reads.instruction_bytes(linear_rip(exit), length);
             log!(
                 "{}: trace: cpu {} exit {} rip {:#x} bytes [{}] gpa {:#x} qual {:#x}: {}",
                 self.name,
@@ -226,83 +227,26 @@ impl Guest for WindowGuest<'_> {
     }
 }
 
-/// Most reads a traced emulation remembers.
-const RECORDED_READS: usize = 16;
-/// The longest x86 instruction.
-const MAX_INSTRUCTION_LEN: usize = 15;
-
-/// One read the emulator made: where, and its first bytes.
-#[derive(Clone, Copy)]
-struct RecordedRead {
-    gpa: u64,
-    len: usize,
-    bytes: [u8; MAX_INSTRUCTION_LEN],
-}
-
-/// A [`WindowGuest`] that remembers the reads, to find the instruction bytes
-/// the emulator fetched (for the trace line).
+/// A [`WindowGuest`] that logs its reads, to show the fetched instruction
+/// bytes in trace lines.
 struct RecordingGuest<'a> {
     inner: WindowGuest<'a>,
-    reads: [Option<RecordedRead>; RECORDED_READS],
-    count: usize,
-    fetched: [u8; MAX_INSTRUCTION_LEN],
+    reads: ReadLog,
 }
 
 impl<'a> RecordingGuest<'a> {
     fn new(memory: &'a mut GuestMemory) -> Self {
         RecordingGuest {
             inner: WindowGuest(memory),
-            reads: [None; RECORDED_READS],
-            count: 0,
-            fetched: [0; MAX_INSTRUCTION_LEN],
+            reads: ReadLog::default(),
         }
-    }
-
-    /// The instruction bytes: the read that starts at the page offset of the
-    /// linear RIP (preferring a longer read than a page-table entry), plus the
-    /// read at the start of the next page if the fetch crossed it. Best
-    /// effort: empty if no read matches.
-    fn instruction_bytes(&mut self, linear_rip: u64) -> &[u8] {
-        let offset = linear_rip % 4096;
-        let reads = &self.reads[..self.count.min(RECORDED_READS)];
-        let at_rip = |read: &&Option<RecordedRead>| read.is_some_and(|r| r.gpa % 4096 == offset);
-        let position = reads
-            .iter()
-            .position(|read| at_rip(&read) && read.is_some_and(|r| r.len > 8))
-            .or_else(|| reads.iter().position(|read| at_rip(&read)));
-        let Some(first) = position.and_then(|index| reads[index].map(|read| (index, read))) else {
-            return &[];
-        };
-        let (index, read) = first;
-        let mut length = read.len.min(MAX_INSTRUCTION_LEN);
-        self.fetched[..length].copy_from_slice(&read.bytes[..length]);
-        let reaches_page_end = offset + read.len as u64 == 4096;
-        if let Some(Some(next)) = reads.get(index + 1)
-            && reaches_page_end
-            && next.gpa % 4096 == 0
-        {
-            let take = next.len.min(MAX_INSTRUCTION_LEN - length);
-            self.fetched[length..length + take].copy_from_slice(&next.bytes[..take]);
-            length += take;
-        }
-        &self.fetched[..length]
     }
 }
 
 impl Guest for RecordingGuest<'_> {
     fn read_physical(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         self.inner.read_physical(gpa, buf)?;
-        if let Some(slot) = self.reads.get_mut(self.count) {
-            let mut bytes = [0; MAX_INSTRUCTION_LEN];
-            let kept = buf.len().min(MAX_INSTRUCTION_LEN);
-            bytes[..kept].copy_from_slice(&buf[..kept]);
-            *slot = Some(RecordedRead {
-                gpa,
-                len: buf.len(),
-                bytes,
-            });
-            self.count += 1;
-        }
+        self.reads.record(gpa, buf);
         Ok(())
     }
 
