@@ -4,6 +4,7 @@
 //! - [`log!`]: formatted lines to the console through the `log` syscall.
 //! - [`message`]: the per-CPU message page (copy the exit out, the reply in).
 //! - [`reply`]: the reply for each kind of answer.
+//! - [`read_log`]: which instruction bytes an emulation fetched (for traces).
 //! - [`guest_memory`]: guest-physical memory through the map window, with a
 //!   slot cache ([`slot_cache`]), and compare-exchange.
 //! - With the `bare-metal` feature: the `_start` entry (see [`entry!`]), the
@@ -17,6 +18,7 @@ pub use abi;
 pub mod guest_memory;
 pub mod log;
 pub mod message;
+pub mod read_log;
 pub mod reply;
 pub mod slot_cache;
 pub mod syscall;
