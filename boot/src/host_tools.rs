@@ -6,72 +6,83 @@ use crate::cli::Vmm;
 use std::path::Path;
 use std::process::Command;
 
-/// A Debian package and a file that shows it is installed.
+/// Debian packages and a file that shows they are installed.
 struct Requirement {
-    package: &'static str,
+    packages: &'static [&'static str],
     evidence: &'static str,
 }
 
 const IMAGE_TOOLS: &[Requirement] = &[
     Requirement {
-        package: "grub-common",
+        packages: &["grub-common"],
         evidence: "/usr/bin/grub-mkrescue",
     },
     Requirement {
-        package: "grub-pc-bin",
+        packages: &["grub-pc-bin"],
         evidence: "/usr/lib/grub/i386-pc/multiboot2.mod",
     },
     Requirement {
-        package: "xorriso",
+        packages: &["xorriso"],
         evidence: "/usr/bin/xorriso",
     },
     Requirement {
-        package: "mtools",
+        packages: &["mtools"],
         evidence: "/usr/bin/mformat",
     },
 ];
 
 const BOCHS: &[Requirement] = &[
+    // bochs needs one display plugin package; the terminal one is the smallest
+    // (the headless runs use the built-in rfb display).
     Requirement {
-        package: "bochs",
+        packages: &["bochs", "bochs-term"],
         evidence: "/usr/bin/bochs",
     },
     Requirement {
-        package: "bochsbios",
+        packages: &["bochsbios"],
         evidence: "/usr/share/bochs/BIOS-bochs-latest",
     },
     Requirement {
-        package: "vgabios",
+        packages: &["vgabios"],
         evidence: "/usr/share/vgabios/vgabios.bin",
     },
 ];
 
 const QEMU: &[Requirement] = &[Requirement {
-    package: "qemu-system-x86",
+    packages: &["qemu-system-x86"],
     evidence: "/usr/bin/qemu-system-x86_64",
 }];
+
+/// The packages missing for image building and `vmm`, judged by `exists`.
+fn missing_packages(vmm: Option<Vmm>, exists: impl Fn(&Path) -> bool) -> Vec<&'static str> {
+    let for_vmm = match vmm {
+        Some(Vmm::Bochs) => BOCHS,
+        Some(Vmm::Qemu) => QEMU,
+        None => &[],
+    };
+    IMAGE_TOOLS
+        .iter()
+        .chain(for_vmm)
+        .filter(|requirement| !exists(Path::new(requirement.evidence)))
+        .flat_map(|requirement| requirement.packages.iter().copied())
+        .collect()
+}
+
+fn install_command(packages: &[&str]) -> String {
+    format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    )
+}
 
 /// Makes sure the packages for building images (and for `vmm`, if given) are
 /// installed.
 pub fn ensure(vmm: Option<Vmm>) -> Result<(), String> {
-    let mut wanted: Vec<&Requirement> = IMAGE_TOOLS.iter().collect();
-    match vmm {
-        Some(Vmm::Bochs) => wanted.extend(BOCHS),
-        Some(Vmm::Qemu) => wanted.extend(QEMU),
-        None => {}
-    }
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|requirement| !Path::new(requirement.evidence).exists())
-        .map(|requirement| requirement.package)
-        .collect();
+    let missing = missing_packages(vmm, Path::exists);
     if missing.is_empty() {
         return Ok(());
     }
-    let install = format!(
-        "apt-get install -y --no-install-recommends {}",
-        missing.join(" ")
-    );
+    let install = install_command(&missing);
     if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
         return Err(format!(
             "missing host packages: {}; install them with: sudo {install}",
@@ -79,15 +90,22 @@ pub fn ensure(vmm: Option<Vmm>) -> Result<(), String> {
         ));
     }
     eprintln!("boot: installing {}", missing.join(" "));
-    if !apt_get(&["install", "-y", "--no-install-recommends"], &missing)? {
+    let install_arguments = ["install", "-y", "--no-install-recommends"];
+    if !apt_get(&install_arguments, &missing)? {
         eprintln!("boot: apt-get install failed; updating the package lists and retrying");
-        if !apt_get(&["update"], &[])?
-            || !apt_get(&["install", "-y", "--no-install-recommends"], &missing)?
-        {
+        if !apt_get(&["update"], &[])? || !apt_get(&install_arguments, &missing)? {
             return Err(format!("`{install}` failed (see above)"));
         }
     }
-    Ok(())
+    let still_missing = missing_packages(vmm, Path::exists);
+    if still_missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get succeeded but {} still missing",
+            still_missing.join(" ")
+        ))
+    }
 }
 
 fn apt_get(arguments: &[&str], packages: &[&str]) -> Result<bool, String> {
@@ -105,4 +123,41 @@ fn apt_get(arguments: &[&str], packages: &[&str]) -> Result<bool, String> {
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_missing_when_everything_exists() {
+        assert!(missing_packages(Some(Vmm::Bochs), |_| true).is_empty());
+    }
+
+    #[test]
+    fn the_emulator_decides_which_packages_are_wanted() {
+        let qemu = missing_packages(Some(Vmm::Qemu), |_| false);
+        assert_eq!(
+            qemu,
+            [
+                "grub-common",
+                "grub-pc-bin",
+                "xorriso",
+                "mtools",
+                "qemu-system-x86"
+            ]
+        );
+        let bochs = missing_packages(Some(Vmm::Bochs), |path| !path.starts_with("/usr/share"));
+        assert_eq!(bochs, ["bochsbios", "vgabios"]);
+        let image_only = missing_packages(None, |path| path != Path::new("/usr/bin/xorriso"));
+        assert_eq!(image_only, ["xorriso"]);
+    }
+
+    #[test]
+    fn the_install_command_is_complete() {
+        assert_eq!(
+            install_command(&["bochs", "bochs-term"]),
+            "apt-get install -y --no-install-recommends bochs bochs-term"
+        );
+    }
 }
