@@ -32,11 +32,19 @@ extern "C" fn cordon_main(multiboot_magic: u32, multiboot_address: u32) -> ! {
         boot_info.command_line()
     );
     println!(
-        "cordon: kernel image {:#x}-{:#x}, {} free frames in the hypervisor region",
+        "cordon: kernel image {:#x}-{:#x}, boot information at {:#x}, {} free frames in the \
+         hypervisor region",
         boot_info.kernel_image.start,
         boot_info.kernel_image.end,
+        boot_info.multiboot_address,
         boot_info.frames.free_frames()
     );
+    for module in boot_info.modules() {
+        println!(
+            "cordon: module \"{}\" at {:#x}-{:#x}",
+            module.name, module.range.start, module.range.end
+        );
+    }
     if boot_info
         .command_line()
         .split_whitespace()

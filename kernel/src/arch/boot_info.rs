@@ -1,7 +1,7 @@
 //! `BootInfo`: what the early boot hands the core: the multiboot2 information
 //! block (command line, memory map, modules) and the frame allocator.
 
-use super::frames::FrameAllocator;
+use super::frames::{FrameAllocator, HYPERVISOR_REGION_END, HYPERVISOR_REGION_START};
 use core::ops::Range;
 use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 use x86_64::structures::tss::TaskStateSegment;
@@ -18,6 +18,9 @@ pub enum BootInfoError {
     Malformed,
     /// There is no memory map tag, so no memory can be trusted.
     NoMemoryMap,
+    /// A module or the information block lies (partly) outside the hypervisor
+    /// region, where the guest could read or overwrite it.
+    OutsideHypervisorRegion { start: u64, end: u64 },
 }
 
 /// A GRUB module: its name (the `module2` line's argument) and where it lies.
@@ -63,7 +66,8 @@ pub struct BootInfo {
     /// Physical range of the kernel image (code, data, .bss).
     pub kernel_image: Range<u64>,
     /// Frames of the hypervisor region not used by the image, modules or boot
-    /// information.
+    /// information. (Modules and the information block are checked to lie
+    /// inside the hypervisor region, hidden from the guest.)
     pub frames: FrameAllocator,
     /// The boot CPU's task-state segment (set `privilege_stack_table[0]` to the
     /// stack for interrupts that arrive in ring 3).
@@ -95,6 +99,21 @@ impl BootInfo {
             .ok_or(BootInfoError::NoMemoryMap)?;
         let kernel_image = super::boot::kernel_image();
         let information_block = multiboot.start_address() as u64..multiboot.end_address() as u64;
+        let hypervisor_region = HYPERVISOR_REGION_START..HYPERVISOR_REGION_END;
+        let module_ranges = multiboot
+            .module_tags()
+            .map(|module| u64::from(module.start_address())..u64::from(module.end_address()));
+        for range in module_ranges.chain([information_block.clone()]) {
+            let inside = hypervisor_region.start <= range.start
+                && range.start <= range.end
+                && range.end <= hypervisor_region.end;
+            if !inside {
+                return Err(BootInfoError::OutsideHypervisorRegion {
+                    start: range.start,
+                    end: range.end,
+                });
+            }
+        }
 
         let available = memory_map
             .memory_areas()

@@ -183,6 +183,11 @@ fn frame_indices(start: u64, end: u64) -> Range<usize> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::single_range_in_vec_init,
+    clippy::reversed_empty_ranges,
+    reason = "the memory maps here are lists of ranges, some deliberately reversed"
+)]
 mod tests {
     use super::*;
 
