@@ -48,17 +48,32 @@ pub const KERNEL: CrateBinary = CrateBinary {
     features: &[],
 };
 
-pub const GUESTS: &[Guest] = &[Guest {
-    name: "demo",
-    binary: CrateBinary {
-        package: "demo-guest",
-        bin: "demo-guest",
-        features: &[],
-    },
-    kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
+pub const GUESTS: &[Guest] = &[
+    Guest {
+        name: "demo",
+        binary: CrateBinary {
+            package: "demo-guest",
+            bin: "demo-guest",
+            features: &[],
+        },
+        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
                           cordon.x2apic=hide",
-    guest_command_line: "demo",
-}];
+        guest_command_line: "demo",
+    },
+    // The issue-5 experiments (tests/guests/experiments); `cargo boot test` runs each
+    // with the CPU count it needs.
+    Guest {
+        name: "smp",
+        binary: CrateBinary {
+            package: "experiments-guest",
+            bin: "smp-guest",
+            features: &[],
+        },
+        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
+                          cordon.x2apic=hide",
+        guest_command_line: "smp",
+    },
+];
 
 pub const SERVICES: &[Service] = &[
     Service {

@@ -18,6 +18,7 @@
 #[cfg(any(test, feature = "build"))]
 extern crate std;
 
+pub mod acpi;
 #[cfg(feature = "build")]
 pub mod build_script;
 pub mod cpu;
@@ -26,8 +27,12 @@ pub mod cpu;
 #[cfg(all(feature = "bare-metal", not(feature = "build")))]
 pub mod entry;
 pub mod idt;
+#[cfg(all(feature = "bare-metal", not(feature = "build")))]
+pub mod modes;
 pub mod paging;
 pub mod platform;
 pub mod serial;
+#[cfg(all(feature = "bare-metal", not(feature = "build")))]
+pub mod smp;
 pub mod timing;
 pub mod trapped;

@@ -1,0 +1,116 @@
+//! What every experiment binary shares on bare metal: the console and exception set-up,
+//! one line per check, the closing verdict (DONE hypercall with the trapped count of
+//! all CPUs), and the panic handler.
+
+use core::fmt;
+use core::panic::PanicInfo;
+
+use guest_support::idt::{self, ExceptionRecord};
+use guest_support::{cpu, serial, serial_println};
+use spin::Once;
+
+use crate::report::{ResultLine, Tally, verdict_word};
+
+static GUEST_NAME: Once<&'static str> = Once::new();
+
+fn guest_name() -> &'static str {
+    GUEST_NAME.get().copied().unwrap_or("experiment")
+}
+
+/// Checks of one guest, printed as they are made.
+#[derive(Debug)]
+pub struct Checks {
+    name: &'static str,
+    tally: Tally,
+}
+
+impl Checks {
+    /// Prints the check line `NAME: CHECK ok|FAIL (details)` and counts it.
+    pub fn check(&mut self, check: &str, passed: bool, details: fmt::Arguments<'_>) -> bool {
+        serial_println!(
+            "{}: {check} {} ({details})",
+            self.name,
+            verdict_word(passed)
+        );
+        self.tally.record(passed);
+        passed
+    }
+
+    /// The tally so far.
+    pub fn tally(&self) -> Tally {
+        self.tally
+    }
+
+    /// Prints the verdict and ends the run with `trapped` instructions (all CPUs).
+    pub fn finish(self, trapped: u32) -> ! {
+        let passed = self.tally.all_passed();
+        serial_println!(
+            "{}: {}/{} checks passed, trapped-instructions={trapped}",
+            self.name,
+            self.tally.passed,
+            self.tally.total
+        );
+        serial_println!(
+            "{}",
+            ResultLine {
+                guest: self.name,
+                tally: self.tally
+            }
+        );
+        cpu::finish(passed, trapped)
+    }
+}
+
+/// Sets up the console and the exception table on the BSP and says hello.
+pub fn begin(name: &'static str) -> Checks {
+    GUEST_NAME.call_once(|| name);
+    serial::init();
+    idt::install(unexpected_exception);
+    serial_println!(
+        "{name}: 64-bit mode reached, under Cordon: {}",
+        cpu::running_under_cordon()
+    );
+    Checks {
+        name,
+        tally: Tally::default(),
+    }
+}
+
+/// The guest's command line (multiboot2 tag 1), or "" if there is none.
+///
+/// # Safety
+/// `info` must be the physical address of the multiboot2 information block the loader
+/// passed, identity-mapped and unchanged while the guest runs.
+pub unsafe fn command_line(info: u32) -> &'static str {
+    if info == 0 {
+        return "";
+    }
+    // SAFETY: the caller vouches for the block; its size is read first and bounded.
+    let total = unsafe { core::ptr::read_volatile(info as usize as *const u32) } as usize;
+    // SAFETY: as above, `total` bytes (at most 64 KiB) of the block.
+    let block =
+        unsafe { core::slice::from_raw_parts(info as usize as *const u8, total.min(0x1_0000)) };
+    crate::bootinfo::command_line(block).unwrap_or("")
+}
+
+/// Ends the run at once as a failure (reason printed in the RESULT line).
+pub fn fail_now(reason: fmt::Arguments<'_>) -> ! {
+    serial_println!("RESULT: FAIL {}: {reason}", guest_name());
+    cpu::finish(false, 0)
+}
+
+fn unexpected_exception(record: &ExceptionRecord) -> ! {
+    fail_now(format_args!(
+        "unexpected exception vector={} error={:#x} rip={:#x} cr2={:#x} apic-id={}",
+        record.vector,
+        record.error_code,
+        record.rip,
+        record.cr2,
+        cpu::initial_apic_id()
+    ))
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    fail_now(format_args!("panic: {info}"))
+}
