@@ -15,6 +15,9 @@ pub const MEMORY_MIB: u32 = 256;
 /// How long a passed run may take to end on its own (magic breakpoint) before
 /// the tool ends it.
 const PASS_GRACE: Duration = Duration::from_secs(5);
+/// How long a failed run may go on printing (the rest of an exception or VM
+/// report) before the tool ends it.
+const FAIL_GRACE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(50);
 /// GRUB prints this when it starts the menu entry.
 const GRUB_BOOTING: &str = "Booting `Cordon'";
@@ -100,7 +103,9 @@ pub fn boot(
         }
         match (&decided, exited) {
             (Some((verdict, _)), Some(_)) => break verdict.clone(),
-            (Some((Verdict::Fail(_), _)), None) => break stop(&mut child, decided.take()),
+            (Some((Verdict::Fail(_), at)), None) if at.elapsed() > FAIL_GRACE => {
+                break stop(&mut child, decided.take());
+            }
             (Some((Verdict::Pass(_), at)), None) if at.elapsed() > PASS_GRACE => {
                 break stop(&mut child, decided.take());
             }
@@ -138,8 +143,9 @@ pub fn boot(
         }
         std::thread::sleep(POLL);
     };
-    if let Some(partial) = reader.rest() {
-        let _ = writeln!(echo, "  | {partial}");
+    // Whatever arrived after the verdict (the rest of a multi-line report).
+    for line in reader.new_lines()?.into_iter().chain(reader.rest()) {
+        let _ = writeln!(echo, "  | {line}");
     }
     Ok(BootReport {
         verdict,
