@@ -175,3 +175,32 @@ fn check_declared(root: &Path, binaries: &[&CrateBinary]) -> Result<(), String> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codegen_is_freestanding_and_linked_by_rust_lld() {
+        let flags = rustflags(Path::new("/sysroot/gcc-ld"));
+        for needed in [
+            "-C relocation-model=static",
+            "-C no-redzone=yes",
+            "-C force-unwind-tables=no",
+            "-C link-arg=-B/sysroot/gcc-ld",
+            "-C link-arg=-fuse-ld=lld",
+        ] {
+            assert!(flags.contains(needed), "{needed} missing from {flags}");
+        }
+    }
+
+    #[test]
+    fn feature_variants_build_in_their_own_directory() {
+        let root = Path::new("/w");
+        assert_eq!(target_dir(root, &[]), Path::new("/w/target/bare"));
+        assert_eq!(
+            target_dir(root, &["trace"]),
+            Path::new("/w/target/bare/features-trace")
+        );
+    }
+}
