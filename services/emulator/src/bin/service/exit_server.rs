@@ -66,12 +66,12 @@ impl ExitServer {
         self.page.reply_and_wait(reply)
     }
 
-    /// Answers exits for ever, starting with `exit`.
+    /// Answers exits for ever, starting with `exit`. A reply the core
+    /// refuses (a bug of ours) stops the VM.
     pub fn serve(mut self, mut exit: ExitMessage) -> ! {
         loop {
             let reply = self.handle(&exit);
-            exit = match self.send(&reply) {
-                Ok(next) => next,
+            let sent = match self.send(&reply) {
                 Err(Error::Refused(SyscallError::BadReply)) => {
                     log!(
                         "{}: cpu {}: core refused the reply to exit {} (action {}); stopping the VM",
@@ -80,32 +80,24 @@ impl ExitServer {
                         exit.sequence,
                         reply.action
                     );
-                    self.send_or_exit(&reply::stop(exit.sequence))
+                    self.send(&reply::stop(exit.sequence))
                 }
-                Err(error) => {
-                    log!(
-                        "{}: cpu {}: reply_recv failed: {error}",
-                        self.name,
-                        self.cpu
-                    );
-                    rt::syscall::exit(BROKEN_CHANNEL_EXIT_CODE)
-                }
+                other => other,
             };
+            exit = self.next_or_exit(sent);
         }
     }
 
-    fn send_or_exit(&mut self, reply: &Reply) -> ExitMessage {
-        match self.send(reply) {
-            Ok(next) => next,
-            Err(error) => {
-                log!(
-                    "{}: cpu {}: reply_recv failed: {error}",
-                    self.name,
-                    self.cpu
-                );
-                rt::syscall::exit(BROKEN_CHANNEL_EXIT_CODE)
-            }
-        }
+    /// The next exit, or the end of the service if `reply_recv` failed.
+    fn next_or_exit(&self, sent: Result<ExitMessage, Error>) -> ExitMessage {
+        sent.unwrap_or_else(|error| {
+            log!(
+                "{}: cpu {}: reply_recv failed: {error}",
+                self.name,
+                self.cpu
+            );
+            rt::syscall::exit(BROKEN_CHANNEL_EXIT_CODE)
+        })
     }
 
     /// Emulates the instruction of `exit` and builds the reply.
