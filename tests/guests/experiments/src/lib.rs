@@ -8,6 +8,7 @@
 extern crate std;
 
 pub mod bootinfo;
+pub mod handoff;
 pub mod report;
 #[cfg(feature = "bare-metal")]
 pub mod runtime;

@@ -6,7 +6,9 @@ use core::fmt;
 use core::panic::PanicInfo;
 
 use guest_support::idt::{self, ExceptionRecord};
-use guest_support::{cpu, serial, serial_println};
+use guest_support::smp::{self, StartupSequence};
+use guest_support::trapped::TrappedMemory;
+use guest_support::{acpi, cpu, serial, serial_println};
 use spin::Once;
 
 use crate::report::{ResultLine, Tally, verdict_word};
@@ -74,6 +76,57 @@ pub fn begin(name: &'static str) -> Checks {
         name,
         tally: Tally::default(),
     }
+}
+
+/// Wakes `needed` APs of the MADT with SIPI-SIPI (Cordon parks its vCPUs in
+/// wait-for-SIPI; see guest-support's smp) to run `entry` with their slot 1, 2, ...;
+/// ends the run as a failure if the machine has fewer CPUs or the IPIs fail.
+pub fn start_helper_cpus(
+    checks: &mut Checks,
+    memory: &mut TrappedMemory,
+    needed: usize,
+    entry: smp::ApEntry,
+) {
+    // SAFETY: the boot identity map covers the low 4 GiB; the ACPI tables are static.
+    let cpus = match unsafe { acpi::find_madt() } {
+        Ok(cpus) => cpus,
+        Err(error) => fail_now(format_args!("no usable MADT: {error:?}")),
+    };
+    let bsp = cpu::initial_apic_id();
+    let helpers: heapless::Vec<u8, { acpi::MAX_CPUS }> = cpus
+        .iter()
+        .map(|cpu| cpu.apic_id)
+        .filter(|id| u32::from(*id) != bsp)
+        .take(needed)
+        .collect();
+    if helpers.len() < needed {
+        fail_now(format_args!(
+            "needs {} CPUs, the MADT lists {} (run with --cpus {})",
+            needed + 1,
+            cpus.len(),
+            needed + 1
+        ));
+    }
+    // SAFETY: once, on the BSP, after `begin` (IDT), identity map live, page 0x8000
+    // unused by this guest, the BSP's own ID filtered out.
+    let sent = unsafe { smp::start_aps(memory, &helpers, StartupSequence::SipiSipi, entry) };
+    checks.check(
+        "start-helper-cpus",
+        sent.is_ok(),
+        format_args!("SIPI-SIPI to apic-ids {:?}: {sent:?}", helpers.as_slice()),
+    );
+}
+
+/// Spins until `done()` or `timeout_ticks` TSC ticks passed; returns `done()`.
+pub fn wait_until(timeout_ticks: u64, done: impl Fn() -> bool) -> bool {
+    let start = cpu::rdtsc_fenced();
+    while !done() {
+        if cpu::rdtsc_fenced().wrapping_sub(start) > timeout_ticks {
+            return done();
+        }
+        core::hint::spin_loop();
+    }
+    true
 }
 
 /// The guest's command line (multiboot2 tag 1), or "" if there is none.
