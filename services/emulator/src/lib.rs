@@ -185,17 +185,26 @@ pub fn emulate_with(
         .and_then(|progress| machine.require_linear_confirmed().map(|()| progress));
     match progress {
         Ok(progress) => {
-            let mut regs = machine.regs;
-            if progress == Progress::Complete {
-                regs.rip = next_rip(machine.mode, exit, instruction.next_ip());
-            }
-            Outcome::Retired(Retired {
+            let regs = &machine.regs;
+            let rip = if progress == Progress::Complete {
+                next_rip(machine.mode, exit, instruction.next_ip())
+            } else {
+                regs.rip
+            };
+            let mut retired = Retired {
                 gprs: regs.gprs,
-                rip: regs.rip,
+                rip,
                 rflags: regs.rflags & !rflags::RF,
-                vector_mask: regs.vector_mask,
-                vectors: regs.vectors,
-            })
+                vector_mask: 0,
+                vectors: exit.vectors.ymm,
+            };
+            if let Some((index, value)) = regs.vector_write
+                && let Some(slot) = retired.vectors.get_mut(index)
+            {
+                *slot = value;
+                retired.vector_mask = 1 << index;
+            }
+            Outcome::Retired(retired)
         }
         Err(fault) => outcome_of(fault, fetched.bytes, length, Some(instruction.code())),
     }

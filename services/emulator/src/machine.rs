@@ -5,7 +5,7 @@
 use crate::EmulatorConfig;
 use crate::Guest;
 use crate::fault::Fault;
-use crate::paging::PagingContext;
+use crate::paging::{AccessKind, PagingContext, WalkCache, translate};
 use crate::state::{Mode, Registers, rflags};
 use abi::ExitMessage;
 use abi::exit::ept_qualification;
@@ -22,6 +22,37 @@ pub(crate) struct Machine<'a, G: Guest> {
     /// linear ranges the instruction touched so far (always true when the
     /// exit does not report one).
     linear_confirmed: bool,
+    /// Translations made during this instruction (a REP instruction reuses
+    /// them, as the CPU's TLB would).
+    pub translations: TranslationCache,
+    walks: WalkCache,
+}
+
+/// A few linear-page translations, each valid for one kind of access (the
+/// walk that made it already checked the rights and set the A/D bits).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TranslationCache {
+    entries: [Option<(u64, AccessKind, u64)>; 4],
+    next: usize,
+}
+
+impl TranslationCache {
+    /// The frame of `linear`'s page for `kind`, if cached.
+    pub(crate) fn lookup(&self, linear: u64, kind: AccessKind) -> Option<u64> {
+        let page = linear >> 12;
+        self.entries
+            .iter()
+            .flatten()
+            .find(|(cached_page, cached_kind, _)| *cached_page == page && *cached_kind == kind)
+            .map(|(_, _, frame)| *frame)
+    }
+
+    pub(crate) fn insert(&mut self, linear: u64, kind: AccessKind, frame: u64) {
+        if let Some(slot) = self.entries.get_mut(self.next) {
+            *slot = Some((linear >> 12, kind, frame));
+        }
+        self.next = (self.next + 1) % self.entries.len();
+    }
 }
 
 impl<'a, G: Guest> Machine<'a, G> {
@@ -39,6 +70,8 @@ impl<'a, G: Guest> Machine<'a, G> {
             mode,
             cpl: mode.cpl(exit),
             linear_confirmed: exit.qualification & ept_qualification::GUEST_LINEAR_VALID == 0,
+            translations: TranslationCache::default(),
+            walks: WalkCache::default(),
         }
     }
 
@@ -55,6 +88,18 @@ impl<'a, G: Guest> Machine<'a, G> {
             physical_bits: self.config.physical_address_bits,
             attempts: self.config.page_walk_attempts,
         }
+    }
+
+    /// The guest-physical address of `linear` for `kind` (through the
+    /// per-instruction translation cache).
+    pub(crate) fn translate(&mut self, linear: u64, kind: AccessKind) -> Result<u64, Fault> {
+        if let Some(frame) = self.translations.lookup(linear, kind) {
+            return Ok(frame | (linear & 0xfff));
+        }
+        let ctx = self.paging_context();
+        let physical = translate(self.guest, &ctx, linear, kind, &mut self.walks)?;
+        self.translations.insert(linear, kind, physical & !0xfff);
+        Ok(physical)
     }
 
     /// Notes that the instruction touches `len` bytes at `linear`.

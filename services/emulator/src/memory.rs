@@ -7,7 +7,7 @@
 use crate::Guest;
 use crate::fault::{Fault, vector};
 use crate::machine::Machine;
-use crate::paging::{AccessKind, translate};
+use crate::paging::AccessKind;
 use crate::segmentation::{SegmentAccess, linearize, segment_base};
 use crate::state::{Mode, control, rflags};
 
@@ -129,8 +129,7 @@ impl<G: Guest> Machine<'_, G> {
         if len == 0 || len as u64 > PAGE_SIZE {
             return Err(Fault::Unsupported("access size out of range"));
         }
-        let ctx = self.paging_context();
-        let first_gpa = translate(self.guest, &ctx, linear, kind)?;
+        let first_gpa = self.translate(linear, kind)?;
         let room = (PAGE_SIZE - (linear & (PAGE_SIZE - 1))) as usize;
         let first_len = room.min(len);
         let mut second_gpa = 0;
@@ -139,7 +138,7 @@ impl<G: Guest> Machine<'_, G> {
             if self.mode != Mode::Long {
                 next &= 0xffff_ffff;
             }
-            second_gpa = translate(self.guest, &ctx, next, kind)?;
+            second_gpa = self.translate(next, kind)?;
         }
         Ok(Span {
             linear,

@@ -73,8 +73,29 @@ struct UsedEntry {
     has_accessed: bool,
 }
 
+/// The last page table a successful walk reached (PAE, 4- and 5-level
+/// paging): a walk in the same 2 MiB region starts there, as the CPU's
+/// paging-structure caches let it. Valid for one instruction.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WalkCache {
+    table: Option<CachedTable>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CachedTable {
+    /// `linear >> 21` of the region the table maps.
+    region: u64,
+    table: u64,
+    /// Rights of the entries above the table (whose A bits are set).
+    writable: bool,
+    user: bool,
+    no_execute: bool,
+}
+
 /// A finished walk, before permissions are checked.
 struct Walk {
+    /// The page table reached through non-leaf entries, for [`WalkCache`].
+    leaf_table: Option<CachedTable>,
     physical: u64,
     entries: [UsedEntry; 5],
     count: usize,
@@ -109,12 +130,13 @@ pub(crate) fn translate<G: Guest>(
     ctx: &PagingContext,
     linear: u64,
     kind: AccessKind,
+    cache: &mut WalkCache,
 ) -> Result<u64, Fault> {
     if ctx.cr0 & control::CR0_PG == 0 {
         return Ok(linear & 0xffff_ffff);
     }
     for _ in 0..ctx.attempts.max(1) {
-        match translate_once(guest, ctx, linear, kind) {
+        match translate_once(guest, ctx, linear, kind, cache) {
             Ok(physical) => return Ok(physical),
             Err(WalkStop::Fault(fault)) => return Err(fault),
             Err(WalkStop::Race) => {}
@@ -140,6 +162,7 @@ fn translate_once<G: Guest>(
     ctx: &PagingContext,
     linear: u64,
     kind: AccessKind,
+    cache: &mut WalkCache,
 ) -> Result<u64, WalkStop> {
     let format = format(ctx);
     let nxe = ctx.efer & control::EFER_NXE != 0;
@@ -155,10 +178,13 @@ fn translate_once<G: Guest>(
     }
     let walk = match format {
         Format::Bits32 => walk_32bit(guest, ctx, linear, base_code)?,
-        _ => walk_wide(guest, ctx, format, linear, base_code)?,
+        _ => walk_wide(guest, ctx, format, linear, base_code, cache.table)?,
     };
     check_permissions(ctx, format, &walk, kind, linear, base_code)?;
     set_accessed_dirty(guest, &walk, kind.write)?;
+    if walk.leaf_table.is_some() {
+        cache.table = walk.leaf_table;
+    }
     Ok(walk.physical)
 }
 
@@ -178,6 +204,7 @@ fn walk_32bit<G: Guest>(
     let not_present = Fault::page_fault(base_code, linear);
     let reserved = Fault::page_fault(base_code | pf::PRESENT | pf::RESERVED, linear);
     let mut walk = Walk {
+        leaf_table: None,
         physical: 0,
         entries: [UsedEntry::default(); 5],
         count: 0,
@@ -235,6 +262,7 @@ fn walk_wide<G: Guest>(
     format: Format,
     linear: u64,
     base_code: u32,
+    cached: Option<CachedTable>,
 ) -> Result<Walk, WalkStop> {
     const SHIFTS_5: [u32; 5] = [48, 39, 30, 21, 12];
     let shifts: &[u32] = match format {
@@ -256,6 +284,7 @@ fn walk_wide<G: Guest>(
     let not_present = Fault::page_fault(base_code, linear);
     let reserved = Fault::page_fault(base_code | pf::PRESENT | pf::RESERVED, linear);
     let mut walk = Walk {
+        leaf_table: None,
         physical: 0,
         entries: [UsedEntry::default(); 5],
         count: 0,
@@ -269,7 +298,17 @@ fn walk_wide<G: Guest>(
     } else {
         ctx.cr3 & address_mask
     };
-    for (depth, &shift) in shifts.iter().enumerate() {
+    let mut start = 0;
+    if let Some(cached) = cached
+        && cached.region == linear >> 21
+    {
+        start = shifts.len() - 1;
+        table = cached.table;
+        walk.writable = cached.writable;
+        walk.user = cached.user;
+        walk.no_execute = cached.no_execute;
+    }
+    for (depth, &shift) in shifts.iter().enumerate().skip(start) {
         let pae_pdpte = format == Format::Pae && depth == 0;
         let index_mask = if pae_pdpte { 3 } else { 0x1ff };
         let gpa = table + ((linear >> shift) & index_mask) * 8;
@@ -313,6 +352,15 @@ fn walk_wide<G: Guest>(
             return Ok(walk);
         }
         table = value & address_mask;
+        if shift == 21 {
+            walk.leaf_table = Some(CachedTable {
+                region: linear >> 21,
+                table,
+                writable: walk.writable,
+                user: walk.user,
+                no_execute: walk.no_execute,
+            });
+        }
     }
     Err(WalkStop::Fault(Fault::Unsupported(
         "page walk without a leaf",

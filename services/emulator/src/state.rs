@@ -98,9 +98,9 @@ pub(crate) struct Registers {
     pub gprs: [u64; 16],
     pub rip: u64,
     pub rflags: u64,
-    pub vectors: [[u8; 32]; 16],
-    /// Bit n set: YMMn was written.
-    pub vector_mask: u16,
+    /// The vector register the instruction wrote (index, new YMM value);
+    /// the others are read from the exit message.
+    pub vector_write: Option<(usize, [u8; 32])>,
 }
 
 impl Registers {
@@ -109,8 +109,7 @@ impl Registers {
             gprs: exit.state.gprs,
             rip: exit.state.rip,
             rflags: exit.state.rflags,
-            vectors: exit.vectors.ymm,
-            vector_mask: 0,
+            vector_write: None,
         }
     }
 
@@ -162,9 +161,16 @@ impl Registers {
 
     /// Replaces YMM`index` and marks it changed.
     pub(crate) fn set_vector(&mut self, index: usize, value: [u8; 32]) {
-        if let Some(slot) = self.vectors.get_mut(index) {
-            *slot = value;
-            self.vector_mask |= 1 << index;
+        if index < 16 {
+            self.vector_write = Some((index, value));
+        }
+    }
+
+    /// YMM`index` as the instruction sees it.
+    pub(crate) fn vector(&self, exit: &ExitMessage, index: usize) -> Option<[u8; 32]> {
+        match self.vector_write {
+            Some((written, value)) if written == index => Some(value),
+            _ => exit.vectors.ymm.get(index).copied(),
         }
     }
 

@@ -145,12 +145,10 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
         OpKind::Register => {
             let reg = i.op1_register();
             if let Some(index) = vector_index(reg) {
-                let source = m
+                data = m
                     .regs
-                    .vectors
-                    .get(index)
+                    .vector(m.exit, index)
                     .ok_or(Fault::Unsupported("register"))?;
-                data = *source;
             } else {
                 let value = m.register_value(reg)?;
                 data[..8].copy_from_slice(&value.to_le_bytes());
@@ -172,10 +170,9 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
                 value[..n].copy_from_slice(&data[..n]);
                 return m.set_register(reg, u64::from_le_bytes(value));
             };
-            let old = *m
+            let old = m
                 .regs
-                .vectors
-                .get(index)
+                .vector(m.exit, index)
                 .ok_or(Fault::Unsupported("register"))?;
             let mut new = old;
             // Scalar moves between two XMM registers merge into the low
