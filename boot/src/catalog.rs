@@ -120,8 +120,14 @@ pub const SERVICES: &[Service] = &[
             features: &[],
         },
         // Attacks at the first exit (each refused, `hostile: PASS` at the end),
-        // then serves the guest normally.
-        required_markers: &["hostile: PASS"],
+        // then a deliberate fault: the core restarts the instance, which
+        // serves the guest normally.
+        required_markers: &[
+            "hostile: reply rewritten by another CPU: impossible",
+            "hostile: PASS",
+            "service fault: exception 14",
+            "hostile: restarted by the core after the deliberate fault (restart 1)",
+        ],
         failure_markers: &["hostile: FAIL", ": ACCEPTED"],
         // Every refusal has its own line, and the closing count agrees.
         tally: Some((": refused ", "hostile: done, ")),

@@ -177,11 +177,11 @@ impl Judge {
                 }
             }
         }
-        if self.expectations.tally.is_some() && !self.tally_checked {
-            return None;
-        }
         for (marker, seen) in self.expectations.required.iter().zip(self.seen.iter_mut()) {
             *seen |= line.contains(marker.as_str());
+        }
+        if self.expectations.tally.is_some() && !self.tally_checked {
+            return None;
         }
         self.seen
             .iter()
@@ -369,6 +369,25 @@ mod tests {
         assert!(matches!(
             judge.observe("cordon: EXCEPTION #PF page fault"),
             Some(Verdict::Fail(_))
+        ));
+    }
+
+    #[test]
+    fn markers_before_the_tally_line_count() {
+        let mut judge = Judge::new(Expectations {
+            required: vec!["isolated".into(), "hostile: PASS".into()],
+            tally: Some(Tally {
+                item: ": refused ".into(),
+                total: "hostile: done, ".into(),
+            }),
+            ..Expectations::default()
+        });
+        judge.observe("service[0]: hostile: map-outside: refused OutOfCapability");
+        assert_eq!(judge.observe("service[0]: hostile: isolated"), None);
+        assert_eq!(judge.observe("service[0]: hostile: done, 1 refusals"), None);
+        assert!(matches!(
+            judge.observe("service[0]: hostile: PASS"),
+            Some(Verdict::Pass(_))
         ));
     }
 

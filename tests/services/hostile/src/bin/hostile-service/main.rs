@@ -2,10 +2,12 @@
 //! malformed system call of [`hostile_service::syscalls`] and sends every
 //! invalid reply of [`hostile_service::replies`], logging one line per attack:
 //! `hostile: <attack>: refused <error>` (with `(expected <error>)` if the core
-//! gave another error) or `hostile: <attack>: ACCEPTED`. With a second CPU it
-//! then races a reply rewritten by that CPU's thread (see `rewrite`). It logs
+//! gave another error) or `hostile: <attack>: ACCEPTED`. It checks that no
+//! other CPU's instance can reach its reply (see `rewrite`), logs
 //! `hostile: done, N refusals` and `hostile: PASS` (or `hostile: FAIL: ...`),
-//! and serves the guest like the emulator service, with the same code.
+//! then crashes on purpose: the core must restart it, and the restarted
+//! instance (told so in `ServiceStart::restarts`) serves the guest like the
+//! emulator service, with the same code.
 #![no_std]
 #![no_main]
 
@@ -30,30 +32,52 @@ fn main(start: ServiceStart) -> ! {
     // ExitServer of this thread.
     let mut server = unsafe { ExitServer::new(&start, "hostile", false) };
     if start.cpu != 0 {
-        rewrite::serve_as_rewriter();
+        rewrite::leave_marker(&start);
         let first = server.first_exit();
         server.serve(first)
     }
+    if start.restarts != 0 {
+        log!(
+            "hostile: restarted by the core after the deliberate fault (restart {})",
+            start.restarts
+        );
+        let pending = server.first_exit();
+        server.serve(pending)
+    }
     log!("hostile: cpu {}: waiting for the first exit", start.cpu);
-    let mut pending = server.first_exit();
+    let pending = server.first_exit();
     let mut tally = Tally::default();
     for attack in SYSCALL_ATTACKS {
         let result = make_call(attack);
         tally.add(report(attack.name, result, attack.expected));
     }
-    pending = send_reply_attacks(&mut server, pending, &mut tally);
-    pending = rewrite::race(&mut server, &start, pending, &mut tally);
+    send_reply_attacks(&mut server, pending, &mut tally);
+    let isolated = rewrite::check_isolation(&start);
     log!("hostile: done, {} refusals", tally.refused);
-    if tally.passed() {
+    if tally.passed() && isolated {
         log!("hostile: PASS");
     } else {
         log!(
-            "hostile: FAIL: {} accepted, {} refused with the wrong error",
+            "hostile: FAIL: {} accepted, {} refused with the wrong error, instances isolated: {}",
             tally.accepted,
-            tally.wrong_error
+            tally.wrong_error,
+            isolated
         );
     }
-    server.serve(pending)
+    // The exit stays pending: the restarted instance receives it again.
+    crash_on_purpose()
+}
+
+/// Writes to the service's own read-only data: a page fault in ring 3, which
+/// the core must answer by restarting this instance, not by going down.
+fn crash_on_purpose() -> ! {
+    log!("hostile: crashing on purpose (write to read-only memory)");
+    let target = &READ_ONLY_REQUEST as *const CmpxchgRequest as *mut u8;
+    // SAFETY: none in the Rust sense: the write faults before it happens
+    // (the page is mapped read-only), which is the point.
+    unsafe { target.write_volatile(1) };
+    log!("hostile: FAIL: a write to read-only memory did not fault");
+    syscall::exit(1)
 }
 
 /// What a refusal carries, for [`judge`].

@@ -1,119 +1,47 @@
-//! The cross-CPU attack: while CPU 0 answers its pending exit with a valid
-//! reply, the service thread of another CPU keeps toggling one byte of that
-//! reply in CPU 0's message page (RFLAGS bit 3, reserved), so the reply
-//! changes under the core while it reads it. Because only that byte differs,
-//! every copy the core can take is either the valid reply or one with a
-//! reserved RFLAGS bit: a core that copies once and validates the copy
-//! refuses the second kind (`RFLAGS reserved bit set`) and applies the first
-//! intact; a core that read the page twice could apply the bad bit, which VM
-//! entry rejects, and the guest would not finish.
+//! The cross-CPU attack, as far as it can be expressed: the issue's "reply
+//! rewritten by another CPU after it was issued". Each CPU's service instance
+//! has its own message page and shares no writable memory with the others,
+//! so another CPU's thread has no address at which to reach CPU 0's reply.
+//! This module checks that: every other CPU's thread writes a marker at the
+//! end of the message page at the same address, and CPU 0 must not see any of
+//! them in its own page. (The core still copies a reply once before checking
+//! it, so even a shared page could not change a reply after validation.)
 
-use crate::exit_server::ExitServer;
-use core::mem::offset_of;
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use hostile_service::replies::valid_resume;
-use hostile_service::{Tally, Verdict};
-use rt::abi::{ExitMessage, Reply, ServiceStart, SyscallError};
+use rt::abi::ServiceStart;
 use rt::log;
-use rt::syscall::Error;
 
-const IDLE: u32 = 0;
-const ARMED: u32 = 1;
-const DONE: u32 = 2;
+/// Offset of the marker in the message page: past the exit message and the
+/// reply, in bytes the ABI leaves unused.
+const MARKER_OFFSET: u64 = 4096 - 8;
+/// The marker a thread on CPU `n` writes: this value plus `n`.
+const MARKER_BASE: u64 = 0xc0de_0000_0000_0000;
 
-/// The bit the rewriter toggles: RFLAGS bit 3 (reserved) in the low byte.
-const RFLAGS_RESERVED_BIT3: u8 = 1 << 3;
-/// How long CPU 0 waits for the rewriter's first toggle (spin iterations).
-const PARTNER_WAIT_SPINS: u64 = 1 << 22;
-/// Replies CPU 0 sends while the rewriter is active.
-const RACED_SENDS: u32 = 64;
-
-/// Set by a service thread on a CPU other than 0 when it is ready.
-static PARTNER_PRESENT: AtomicU32 = AtomicU32::new(0);
-static STATE: AtomicU32 = AtomicU32::new(IDLE);
-/// Address of the byte to toggle (in CPU 0's message page).
-static TARGET: AtomicU64 = AtomicU64::new(0);
-/// Toggles made so far.
-static TOGGLES: AtomicU64 = AtomicU64::new(0);
-/// Set by the rewriter when it has seen `DONE` and stopped touching the page.
-static STOPPED: AtomicU32 = AtomicU32::new(0);
-
-/// On a CPU other than 0: toggles the target byte while CPU 0 is racing;
-/// returns once CPU 0 is done (the thread then serves its own CPU).
-pub fn serve_as_rewriter() {
-    PARTNER_PRESENT.store(1, Ordering::Release);
-    loop {
-        match STATE.load(Ordering::Acquire) {
-            ARMED => {
-                let target = TARGET.load(Ordering::Acquire) as *mut u8;
-                // SAFETY: `target` lies in CPU 0's message page, mapped
-                // writable in this (shared) service address space; its bytes
-                // are plain data that CPU 0 only ever copies with volatile
-                // accesses, and racing with it is the point of the attack.
-                let byte = unsafe { AtomicU8::from_ptr(target) };
-                byte.fetch_xor(RFLAGS_RESERVED_BIT3, Ordering::Relaxed);
-                TOGGLES.fetch_add(1, Ordering::Relaxed);
-            }
-            DONE => {
-                STOPPED.store(1, Ordering::Release);
-                return;
-            }
-            _ => core::hint::spin_loop(),
-        }
-    }
+fn marker_slot(start: &ServiceStart) -> *mut u64 {
+    (start.message_page + MARKER_OFFSET) as *mut u64
 }
 
-/// On CPU 0: answers the pending exit again and again with a valid no-op
-/// `Resume` (the guest re-executes the instruction and exits again) while the
-/// other CPU rewrites the reply, logs one line, and returns the exit pending
-/// afterwards. A failure goes into `tally`.
-pub fn race(
-    server: &mut ExitServer,
-    start: &ServiceStart,
-    mut pending: ExitMessage,
-    tally: &mut Tally,
-) -> ExitMessage {
-    const NAME: &str = "reply rewritten by another CPU";
-    if PARTNER_PRESENT.load(Ordering::Acquire) == 0 {
-        STATE.store(DONE, Ordering::Release);
-        log!("hostile: {NAME}: skipped (no second CPU)");
-        return pending;
+/// On a CPU other than 0: writes this CPU's marker into its message page.
+pub fn leave_marker(start: &ServiceStart) {
+    // SAFETY: the slot lies in this thread's message page, which the core
+    // maps writable for it and never reads at this offset.
+    unsafe { marker_slot(start).write_volatile(MARKER_BASE + start.cpu) };
+}
+
+/// On CPU 0: checks that no other CPU's marker shows in CPU 0's page.
+/// Returns whether the instances were isolated.
+pub fn check_isolation(start: &ServiceStart) -> bool {
+    // SAFETY: as in `leave_marker`, for CPU 0's own page.
+    let seen = unsafe { marker_slot(start).read_volatile() };
+    let isolated = seen & 0xffff_0000_0000_0000 != MARKER_BASE;
+    if isolated {
+        log!(
+            "hostile: reply rewritten by another CPU: impossible: no other instance's write reaches this message page"
+        );
+    } else {
+        log!(
+            "hostile: reply rewritten by another CPU: cpu {} wrote into cpu 0's message page",
+            seen & 0xff
+        );
     }
-    let target = start.message_page + ServiceStart::REPLY_OFFSET + offset_of!(Reply, rflags) as u64;
-    TARGET.store(target, Ordering::Release);
-    STATE.store(ARMED, Ordering::Release);
-    let mut spins = 0;
-    while TOGGLES.load(Ordering::Relaxed) == 0 && spins < PARTNER_WAIT_SPINS {
-        core::hint::spin_loop();
-        spins += 1;
-    }
-    let (mut refused, mut accepted, mut failed) = (0u32, 0u32, false);
-    for _ in 0..RACED_SENDS {
-        match server.send(&valid_resume(&pending)) {
-            Ok(next) => {
-                pending = next;
-                accepted += 1;
-            }
-            Err(Error::Refused(SyscallError::BadReply)) => refused += 1,
-            Err(error) => {
-                log!("hostile: {NAME}: unexpected error {error}");
-                failed = true;
-                break;
-            }
-        }
-    }
-    STATE.store(DONE, Ordering::Release);
-    while STOPPED.load(Ordering::Acquire) == 0 {
-        core::hint::spin_loop();
-    }
-    let toggles = TOGGLES.load(Ordering::Relaxed);
-    log!(
-        "hostile: {NAME}: {refused} copies refused, {accepted} intact replies accepted ({toggles} rewrites)"
-    );
-    if failed {
-        tally.add(Verdict::WrongError {
-            expected: SyscallError::BadReply,
-        });
-    }
-    pending
+    isolated
 }
