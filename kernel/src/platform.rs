@@ -14,6 +14,7 @@ use core::ops::Range;
 use heapless::Vec;
 use spin::Once;
 
+/// Memory-map entries the core keeps (the error message names this number).
 const MAX_REGIONS: usize = 32;
 
 /// What the core knows about the machine after boot.
@@ -99,7 +100,10 @@ pub fn start(boot: crate::arch::BootInfo) -> ! {
         }
     }
     let ymm_upper = enable_xsave();
-    let platform = PLATFORM.call_once(|| describe_memory(&boot, config, hypervisor, ymm_upper));
+    let platform = match describe_memory(&boot, config, hypervisor, ymm_upper) {
+        Ok(platform) => PLATFORM.call_once(|| platform),
+        Err(why) => fail(format_args!("{why}")),
+    };
     println!(
         "cordon: {} trapped ranges, x2APIC {}, guest RAM {:#x?}",
         platform.config.traps.len(),
@@ -269,12 +273,17 @@ fn enable_xsave() -> Option<usize> {
     crate::xstate::ymm_upper_offset()
 }
 
+/// The error for a memory map with more regions than the core keeps.
+fn too_large<T>(_: T) -> &'static str {
+    "the firmware memory map has more regions than the core keeps (32)"
+}
+
 fn describe_memory(
     boot: &BootInfo,
     config: Config,
     hypervisor: PhysRange,
     ymm_upper: Option<usize>,
-) -> Platform {
+) -> Result<Platform, &'static str> {
     let mut platform = Platform {
         config,
         firmware_map: Vec::new(),
@@ -284,23 +293,29 @@ fn describe_memory(
         ymm_upper,
     };
     // Below 1 MiB everything but the legacy video hole is RAM or ROM.
-    let _ = platform.write_back.push(0..0xa_0000);
-    let _ = platform.write_back.push(0xc_0000..0x10_0000);
+    platform.write_back.push(0..0xa_0000).map_err(too_large)?;
+    platform
+        .write_back
+        .push(0xc_0000..0x10_0000)
+        .map_err(too_large)?;
     for region in boot.memory_map() {
         let Some(range) = PhysRange::new(region.range.start, region.range.end) else {
             continue;
         };
         let available = region.kind == MemoryKind::Available;
-        if platform.firmware_map.push((range, available)).is_err() {
-            println!("cordon: memory map truncated at {:#x}", range.start);
-            break;
-        }
+        platform
+            .firmware_map
+            .push((range, available))
+            .map_err(too_large)?;
         if available {
-            let _ = platform.write_back.push(range.start..range.end);
+            platform
+                .write_back
+                .push(range.start..range.end)
+                .map_err(too_large)?;
             for piece in range.subtract(&hypervisor).into_iter().flatten() {
-                let _ = platform.guest_ram.push(piece);
+                platform.guest_ram.push(piece).map_err(too_large)?;
             }
         }
     }
-    platform
+    Ok(platform)
 }
