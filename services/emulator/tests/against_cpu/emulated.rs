@@ -12,6 +12,7 @@ use emulator_testkit::native::{
     host_xcr0,
 };
 use emulator_testkit::{FRAME_SIZE, PageAttributes, PagingMode, Scene};
+use std::sync::atomic::Ordering;
 
 /// Calls to `emulate` one case may take (REP instructions take several).
 const STEP_LIMIT: usize = 50_000;
@@ -26,6 +27,8 @@ pub struct Emulated {
     pub data: Vec<u8>,
     /// The read-only page still holds what it held.
     pub read_only_intact: bool,
+    /// Calls to `write_physical` (a locked instruction must make none).
+    pub plain_writes: usize,
 }
 
 /// The guest that mirrors the sandbox.
@@ -97,6 +100,7 @@ impl EmulatedSide {
             exit,
             data,
             read_only_intact,
+            plain_writes: guest.counts.writes.load(Ordering::Relaxed),
         }
     }
 }

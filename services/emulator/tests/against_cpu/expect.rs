@@ -212,6 +212,16 @@ pub fn evaluate(
                 }
             }
             compare_memory(&mut differences, native_data, emulated);
+            let locked = case.instruction.has_lock_prefix()
+                || (case.instruction.mnemonic() == Mnemonic::Xchg
+                    && case.instruction.op0_kind() == OpKind::Memory);
+            if locked && emulated.plain_writes != 0 {
+                let _ = write!(
+                    differences,
+                    "\n    a locked instruction wrote with {} plain writes instead of compare-exchange",
+                    emulated.plain_writes
+                );
+            }
         }
         (NativeOutcome::Faulted(fault), Driven::Exception(exception)) => {
             if exception.vector != fault.vector {
