@@ -14,8 +14,47 @@ pub struct Violation {
     pub reason: String,
 }
 
-/// Checks the workspace at `root`; returns the number of packages checked.
-pub fn check(root: &Path) -> Result<usize, String> {
+/// Checks the workspace at `root` with the built-in check and, where it is
+/// installed, with `cargo deny check licenses` too; returns a summary.
+pub fn check(root: &Path) -> Result<String, String> {
+    let count = check_builtin(root)?;
+    let cargo_deny = match run_cargo_deny(root)? {
+        true => "cargo-deny agrees",
+        false => "cargo-deny not installed, built-in check only",
+    };
+    Ok(format!(
+        "{count} packages allowed by deny.toml; {cargo_deny}"
+    ))
+}
+
+/// Runs `cargo deny check licenses` if cargo-deny is installed; Ok(false) if
+/// it is not.
+fn run_cargo_deny(root: &Path) -> Result<bool, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = Command::new(&cargo)
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        return Ok(false);
+    }
+    let output = Command::new(&cargo)
+        .current_dir(root)
+        .args(["deny", "--log-level", "error", "check", "licenses"])
+        .output()
+        .map_err(|error| format!("cannot run cargo deny: {error}"))?;
+    if output.status.success() {
+        Ok(true)
+    } else {
+        Err(format!(
+            "cargo deny check licenses failed:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// The built-in check; returns the number of packages checked.
+fn check_builtin(root: &Path) -> Result<usize, String> {
     let config = std::fs::read_to_string(root.join("deny.toml"))
         .map_err(|error| format!("cannot read deny.toml: {error}"))?;
     let allowed = allow_list(&config)?;

@@ -43,8 +43,8 @@ fn main() -> ExitCode {
         cli::Command::Image { options, out } => write_image(&root, &options, out),
         cli::Command::Test => suite::run_all(&root),
         cli::Command::Licences => match licences::check(&root) {
-            Ok(count) => {
-                println!("licences: {count} packages, all allowed by deny.toml");
+            Ok(summary) => {
+                println!("licences: {summary}");
                 true
             }
             Err(error) => {
