@@ -1,5 +1,5 @@
 //! SSE and AVX moves between vector registers, general registers and
-//! memory: MOVD, MOVQ, MOVSS, MOVSD, MOVDQA, MOVDQU, MOVAPS, MOVUPS, MOVAPD,
+//! memory: MOVD, MOVQ, MOVSS, MOVSD, MOVLPS/MOVHPS/MOVLPD/MOVHPD, MOVDQA, MOVDQU, MOVAPS, MOVUPS, MOVAPD,
 //! MOVUPD, MOVNTDQ, MOVNTPS, MOVNTPD and their VEX forms (128 and 256 bit).
 //! Vector registers come from the exit message and leave through
 //! `Retired::vectors`.
@@ -41,7 +41,28 @@ pub(super) fn is_vector_move(mnemonic: Mnemonic) -> bool {
             | M::Vmovntdq
             | M::Vmovntps
             | M::Vmovntpd
+            | M::Vmovss
+            | M::Vmovsd
+            | M::Movlps
+            | M::Movlpd
+            | M::Movhps
+            | M::Movhpd
+            | M::Vmovlps
+            | M::Vmovlpd
+            | M::Vmovhps
+            | M::Vmovhpd
     )
+}
+
+/// MOVLPS/MOVHPS-style moves of one 64-bit half: the byte offset of the
+/// half in the XMM register.
+fn half_offset(mnemonic: Mnemonic) -> Option<usize> {
+    use Mnemonic as M;
+    match mnemonic {
+        M::Movlps | M::Movlpd | M::Vmovlps | M::Vmovlpd => Some(0),
+        M::Movhps | M::Movhpd | M::Vmovhps | M::Vmovhpd => Some(8),
+        _ => None,
+    }
 }
 
 /// Moves whose memory operand must be aligned to its size (#GP(0) if not).
@@ -149,6 +170,9 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
                     .regs
                     .vector(m.exit, index)
                     .ok_or(Fault::Unsupported("register"))?;
+                if let Some(offset) = half_offset(mnemonic) {
+                    data.copy_within(offset..offset + 8, 0);
+                }
             } else {
                 let value = m.register_value(reg)?;
                 data[..8].copy_from_slice(&value.to_le_bytes());
@@ -177,12 +201,16 @@ pub(super) fn execute<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Resu
             let mut new = old;
             // Scalar moves between two XMM registers merge into the low
             // element; every other load zeroes the rest of the XMM register.
+            // MOVLPS-style loads replace one half and keep the other.
             let merge = matches!(mnemonic, Mnemonic::Movss | Mnemonic::Movsd)
                 && i.op_kind(1) == OpKind::Register;
-            if !merge {
+            let offset = half_offset(mnemonic).unwrap_or(0);
+            if !merge && half_offset(mnemonic).is_none() {
                 new[..16].fill(0);
             }
-            new[..len].copy_from_slice(&data[..len]);
+            new.get_mut(offset..offset + len)
+                .ok_or(Fault::Unsupported("vector move of this size"))?
+                .copy_from_slice(&data[..len]);
             // VEX.128 writes zero bits 255:128.
             if vex && len < 32 {
                 new[16..].fill(0);

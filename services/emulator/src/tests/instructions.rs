@@ -618,6 +618,28 @@ fn vector_moves() {
     assert_eq!(done.vectors[0][..8], pattern[..8]);
     assert_eq!(done.vectors[0][8..16], [0; 8]);
     assert_eq!(done.vectors[0][16..], [0x11; 16]);
+    // movhps xmm0, [rbx] replaces bits 127:64 only; movhps [rbx], xmm0 stores them
+    let (mut guest, mut exit) = long_bench(&[0x0f, 0x16, 0x03]);
+    exit.state.gprs[RBX] = DATA;
+    exit.vectors.ymm[0] = [0x11; 32];
+    guest.poke(FRAME, &pattern);
+    let done = retired(emulate(&mut guest, &exit));
+    assert_eq!(done.vectors[0][..8], [0x11; 8]);
+    assert_eq!(done.vectors[0][8..16], pattern[..8]);
+    assert_eq!(done.vectors[0][16..], [0x11; 16]);
+    let (mut guest, mut exit) = long_bench(&[0x0f, 0x17, 0x03]);
+    exit.state.gprs[RBX] = DATA;
+    exit.vectors.ymm[0][8..16].copy_from_slice(&pattern[32..40]);
+    retired(emulate(&mut guest, &exit));
+    assert_eq!(guest.peek(FRAME, 8), pattern[32..40]);
+    // vmovss xmm1, [rbx] zeroes everything above the loaded element
+    let (mut guest, mut exit) = long_bench(&[0xc5, 0xfa, 0x10, 0x0b]);
+    exit.state.gprs[RBX] = DATA;
+    exit.vectors.ymm[1] = [0x11; 32];
+    guest.poke(FRAME, &pattern);
+    let done = retired(emulate(&mut guest, &exit));
+    assert_eq!(done.vectors[1][..4], pattern[..4]);
+    assert_eq!(done.vectors[1][4..], [0; 28]);
     // SSE disabled (CR4.OSFXSR clear): #UD; CR0.TS: #NM
     let (mut guest, mut exit) = long_bench(&[0x0f, 0x11, 0x03]);
     exit.state.gprs[RBX] = DATA;
