@@ -330,3 +330,36 @@ fn accessed_bit_race_is_retried_inside_the_walk() {
     assert_eq!(emulate_with(&mut guest, &exit, &config), Outcome::Retry);
     assert!(guest.writes.is_empty());
 }
+
+#[test]
+fn implicit_supervisor_accesses_ignore_rflags_ac_under_smap() {
+    use crate::paging::{AccessKind, PagingContext, WalkCache, translate};
+    let (mut guest, exit, _) = bench(Format::Level4, RW | US, &[0x8b, 0x03]);
+    let ctx = PagingContext {
+        cr0: exit.state.cr0,
+        cr3: exit.state.cr3,
+        cr4: exit.state.cr4 | (1 << 21),
+        efer: exit.state.efer,
+        pkru: 0,
+        alignment_flag: true,
+        physical_bits: 52,
+        attempts: 1,
+    };
+    let explicit = AccessKind {
+        write: false,
+        fetch: false,
+        user: false,
+        implicit_supervisor: false,
+    };
+    let implicit = AccessKind {
+        implicit_supervisor: true,
+        ..explicit
+    };
+    let mut cache = WalkCache::default();
+    assert_eq!(
+        translate(&mut guest, &ctx, DATA, explicit, &mut cache),
+        Ok(FRAME)
+    );
+    let fault = translate(&mut guest, &ctx, DATA, implicit, &mut cache);
+    assert_eq!(fault, Err(crate::fault::Fault::page_fault(0x1, DATA)));
+}
