@@ -434,6 +434,19 @@ extern "C" fn sandbox_fault_handler(
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
+    // The kernel clears DF and TF for a handler but not AC: with the
+    // instruction's AC = 1 (and CR0.AM, set by Linux), any misaligned access
+    // the compiler emits here would raise #AC. Clear it before anything else.
+    // SAFETY: only changes RFLAGS.AC of this thread; the stack use is
+    // balanced.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "and qword ptr [rsp], {mask}",
+            "popfq",
+            mask = in(reg) !(1u64 << 18),
+        )
+    };
     // SAFETY: the kernel passes a valid ucontext_t for SA_SIGINFO handlers.
     let context = unsafe { &mut *(context as *mut libc::ucontext_t) };
     let registers = &mut context.uc_mcontext.gregs;
