@@ -143,6 +143,21 @@ fn memory_operand(
         );
     }
     let choice = if force_address32 { 100 } else { rng.below(100) };
+    if target < 0x1_0000_0000 && choice < 3 {
+        // 67h with RIP-relative: EIP-relative, truncated to 32 bits.
+        return (
+            MemoryOperand::new(
+                Register::EIP,
+                Register::None,
+                1,
+                target as i64,
+                4,
+                false,
+                Register::None,
+            ),
+            vec![],
+        );
+    }
     if canonical && choice < 10 {
         return (
             MemoryOperand::new(
@@ -263,6 +278,24 @@ fn build(code: Code, operands: &[Operand]) -> Option<Instruction> {
         _ => return None,
     };
     result.ok()
+}
+
+/// Sometimes puts up to three redundant segment prefixes (ES, CS, SS, DS:
+/// all without effect in 64-bit mode) in front of an encoding, as long as
+/// it stays within 15 bytes.
+fn with_redundant_prefixes(rng: &mut Rng, bytes: Vec<u8>) -> Vec<u8> {
+    if !rng.chance(15, 100) {
+        return bytes;
+    }
+    let count = 1 + rng.below(3) as usize;
+    if bytes.len() + count > 15 {
+        return bytes;
+    }
+    let mut prefixed: Vec<u8> = (0..count)
+        .map(|_| rng.pick(&[0x26, 0x2e, 0x36, 0x3e]))
+        .collect();
+    prefixed.extend(bytes);
+    prefixed
 }
 
 fn encode(instruction: &Instruction) -> Option<Vec<u8>> {
@@ -419,7 +452,7 @@ fn string_case(form: Form, rng: &mut Rng) -> Option<Case> {
         _ => return None,
     }
     .ok()?;
-    let bytes = encode(&instruction)?;
+    let bytes = with_redundant_prefixes(rng, encode(&instruction)?);
     let size = memory_size(code);
     let mut input = random_state(rng);
     let data = random_data(rng);
@@ -600,7 +633,7 @@ fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
     if op_code.can_use_lock_prefix() && mnemonic != Mnemonic::Xchg && rng.chance(1, 2) {
         instruction.set_has_lock_prefix(true);
     }
-    let bytes = encode(&instruction)?;
+    let bytes = with_redundant_prefixes(rng, encode(&instruction)?);
     check_address(&bytes, &input.gprs, memory_target)?;
     Some(Case {
         form,
