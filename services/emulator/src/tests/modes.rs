@@ -234,3 +234,56 @@ fn fetch_beyond_code_segment_limit_faults() {
     exit.state.segments[CODE_SEG].limit = 0x8002;
     assert_eq!(emulate(&mut guest, &exit), fault(vector::GP));
 }
+
+#[test]
+fn real_mode_stack_and_string_wrap_at_64k() {
+    // push ax with SP = 0: SP wraps to 0xfffe.
+    let (mut guest, mut exit) = real_bench(&[0x50]);
+    exit.state.gprs[0] = 0xbeef;
+    exit.state.gprs[4] = 0xffff_0000;
+    let done = retired(emulate(&mut guest, &exit));
+    assert_eq!(done.gprs[4], 0xffff_fffe, "only SP changes");
+    assert_eq!(guest.peek(0x1fffe, 2), [0xef, 0xbe]);
+    // rep stosb from DI = 0xfffe, CX = 3: DI wraps to 0 inside ES.
+    let (mut guest, mut exit) = real_bench(&[0xf3, 0xaa]);
+    exit.state.gprs[0] = 0x77;
+    exit.state.gprs[1] = 3;
+    exit.state.gprs[7] = 0xfffe;
+    let done = retired(emulate(&mut guest, &exit));
+    assert_eq!((done.gprs[1], done.gprs[7], done.rip), (0, 1, 0x102));
+    assert_eq!(guest.peek(0x1fffe, 2), [0x77, 0x77]);
+    assert_eq!(guest.peek(0x10000, 1), [0x77]);
+    // pop word [bx] (8f 07) with the stack at SS:0x300.
+    let (mut guest, mut exit) = real_bench(&[0x8f, 0x07]);
+    guest.poke(0x10300, &[0x34, 0x12]);
+    exit.state.gprs[4] = 0x300;
+    exit.state.gprs[3] = 0x200;
+    let done = retired(emulate(&mut guest, &exit));
+    assert_eq!(done.gprs[4], 0x302);
+    assert_eq!(guest.peek(0x10200, 2), [0x34, 0x12]);
+}
+
+#[test]
+fn protected_mode_32bit_locked_and_byte_register_forms() {
+    // lock cmpxchg8b [esi]
+    let (mut guest, mut exit) = protected_bench(&[0xf0, 0x0f, 0xc7, 0x0e], true);
+    guest.poke(0x2000, &[1, 0, 0, 0, 2, 0, 0, 0]);
+    exit.state.gprs[6] = 0x2000;
+    exit.state.gprs[0] = 1;
+    exit.state.gprs[2] = 2;
+    exit.state.gprs[3] = 0x33;
+    exit.state.gprs[1] = 0x44;
+    let done = retired(emulate(&mut guest, &exit));
+    assert_eq!(guest.peek(0x2000, 8), [0x33, 0, 0, 0, 0x44, 0, 0, 0]);
+    assert_ne!(done.rflags & 0x40, 0);
+    assert_eq!(done.rip, 0x8004);
+    // add [ebx], ah; in 16-bit code with a 32-bit address (67 prefix)
+    let (mut guest, mut exit) = protected_bench(&[0x67, 0x00, 0x23], false);
+    guest.poke(0x2010, &[0x0f]);
+    exit.state.gprs[0] = 0x0100;
+    exit.state.gprs[3] = 0x2010;
+    let done = retired(emulate(&mut guest, &exit));
+    assert_eq!(guest.peek(0x2010, 1), [0x10]);
+    assert_eq!(done.rflags & 0x10, 0x10, "AF from the low nibble carry");
+    assert_eq!(done.rip, 0x8003);
+}
