@@ -176,10 +176,28 @@ fn translate_once<G: Guest>(
     if kind.fetch && (ctx.cr4 & control::CR4_SMEP != 0 || (format != Format::Bits32 && nxe)) {
         base_code |= pf::FETCH;
     }
-    let walk = match format {
-        Format::Bits32 => walk_32bit(guest, ctx, linear, base_code)?,
-        _ => walk_wide(guest, ctx, format, linear, base_code, cache.table)?,
+    let mut walk = Walk {
+        leaf_table: None,
+        physical: 0,
+        entries: [UsedEntry::default(); 5],
+        count: 0,
+        writable: true,
+        user: true,
+        no_execute: false,
+        key: 0,
     };
+    match format {
+        Format::Bits32 => walk_32bit(guest, ctx, linear, base_code, &mut walk)?,
+        _ => walk_wide(
+            guest,
+            ctx,
+            format,
+            linear,
+            base_code,
+            cache.table,
+            &mut walk,
+        )?,
+    }
     check_permissions(ctx, format, &walk, kind, linear, base_code)?;
     set_accessed_dirty(guest, &walk, kind.write)?;
     if walk.leaf_table.is_some() {
@@ -200,19 +218,10 @@ fn walk_32bit<G: Guest>(
     ctx: &PagingContext,
     linear: u64,
     base_code: u32,
-) -> Result<Walk, WalkStop> {
+    walk: &mut Walk,
+) -> Result<(), WalkStop> {
     let not_present = Fault::page_fault(base_code, linear);
     let reserved = Fault::page_fault(base_code | pf::PRESENT | pf::RESERVED, linear);
-    let mut walk = Walk {
-        leaf_table: None,
-        physical: 0,
-        entries: [UsedEntry::default(); 5],
-        count: 0,
-        writable: true,
-        user: true,
-        no_execute: false,
-        key: 0,
-    };
     let pde_gpa = (ctx.cr3 & 0xffff_f000) + ((linear >> 22) & 0x3ff) * 4;
     let pde = read_entry(guest, pde_gpa, false)?;
     if pde & ENTRY_PRESENT == 0 {
@@ -236,7 +245,7 @@ fn walk_32bit<G: Guest>(
         }
         let frame = (pde & 0xffc0_0000) | (((pde >> 13) & 0xff) << 32);
         walk.physical = frame | (linear & 0x3f_ffff);
-        return Ok(walk);
+        return Ok(());
     }
     let pte_gpa = (pde & 0xffff_f000) + ((linear >> 12) & 0x3ff) * 4;
     let pte = read_entry(guest, pte_gpa, false)?;
@@ -253,7 +262,7 @@ fn walk_32bit<G: Guest>(
     walk.writable &= pte & ENTRY_WRITABLE != 0;
     walk.user &= pte & ENTRY_USER != 0;
     walk.physical = (pte & 0xffff_f000) | (linear & 0xfff);
-    Ok(walk)
+    Ok(())
 }
 
 fn walk_wide<G: Guest>(
@@ -263,7 +272,8 @@ fn walk_wide<G: Guest>(
     linear: u64,
     base_code: u32,
     cached: Option<CachedTable>,
-) -> Result<Walk, WalkStop> {
+    walk: &mut Walk,
+) -> Result<(), WalkStop> {
     const SHIFTS_5: [u32; 5] = [48, 39, 30, 21, 12];
     let shifts: &[u32] = match format {
         Format::Level5 => &SHIFTS_5,
@@ -283,16 +293,6 @@ fn walk_wide<G: Guest>(
     }
     let not_present = Fault::page_fault(base_code, linear);
     let reserved = Fault::page_fault(base_code | pf::PRESENT | pf::RESERVED, linear);
-    let mut walk = Walk {
-        leaf_table: None,
-        physical: 0,
-        entries: [UsedEntry::default(); 5],
-        count: 0,
-        writable: true,
-        user: true,
-        no_execute: false,
-        key: 0,
-    };
     let mut table = if format == Format::Pae {
         ctx.cr3 & 0xffff_ffe0
     } else {
@@ -349,7 +349,7 @@ fn walk_wide<G: Guest>(
             let offset_mask = (1u64 << shift) - 1;
             walk.physical = (value & address_mask & !offset_mask) | (linear & offset_mask);
             walk.key = ((value >> 59) & 0xf) as u32;
-            return Ok(walk);
+            return Ok(());
         }
         table = value & address_mask;
         if shift == 21 {
