@@ -8,6 +8,7 @@ use crate::forms::{Form, Shape};
 use emulator_testkit::Rng;
 use emulator_testkit::native::{
     DATA_BASE, GUARD_PAGE, INSTRUCTION_ADDRESS, NativeState, READ_ONLY_PAGE, WRITABLE_PAGES,
+    host_segment_bases,
 };
 use emulator_testkit::state::rflags;
 use iced_x86::{
@@ -187,6 +188,15 @@ fn memory_operand(
         );
     }
     let address32 = canonical && (force_address32 || rng.chance(15, 100));
+    // Sometimes through FS or GS, whose bases (FS: this thread's TLS block)
+    // are added natively as in the emulator.
+    let (segment_prefix, segment_base) = match rng.below(20) {
+        0 => (Register::FS, host_segment_bases().0),
+        1 => (Register::GS, host_segment_bases().1),
+        _ => (Register::None, 0),
+    };
+    let target = target.wrapping_sub(segment_base);
+    let address32 = address32 && target < 0x1_0000_0000;
     let pick_register = |rng: &mut Rng, exclude: &[usize]| loop {
         let index = rng.below(16) as usize;
         if !exclude.contains(&index) {
@@ -248,7 +258,7 @@ fn memory_operand(
             displacement,
             displ_size,
             false,
-            Register::None,
+            segment_prefix,
         ),
         used,
     )
@@ -679,8 +689,12 @@ fn check_address(bytes: &[u8], gprs: &[u64; 16], target: Option<u64>) -> Option<
         (0..decoded.op_count()).find(|operand| decoded.op_kind(*operand) == OpKind::Memory)?;
     let address = decoded.virtual_address(operand, 0, |register, _, _| {
         if register.is_segment_register() {
-            // Flat in 64-bit mode (FS and GS are not used by the cases).
-            return Some(0);
+            let (fs, gs) = host_segment_bases();
+            return Some(match register {
+                Register::FS => fs,
+                Register::GS => gs,
+                _ => 0,
+            });
         }
         gpr_index(register).map(|index| {
             let value = gprs[index];

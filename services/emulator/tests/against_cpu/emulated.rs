@@ -5,11 +5,11 @@
 //! addresses mean the same thing on both sides.
 
 use crate::cases::Case;
-use abi::ExitMessage;
+use abi::{ExitMessage, Segment};
 use emulator_testkit::drive::{Driven, drive};
 use emulator_testkit::native::{
-    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, READ_ONLY_PAGE, WRITABLE_PAGES, host_selectors,
-    host_xcr0,
+    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, READ_ONLY_PAGE, WRITABLE_PAGES, host_segment_bases,
+    host_selectors, host_xcr0,
 };
 use emulator_testkit::{FRAME_SIZE, PageAttributes, PagingMode, Scene};
 use std::sync::atomic::Ordering;
@@ -72,6 +72,10 @@ impl EmulatedSide {
         for (segment, selector) in exit.state.segments.iter_mut().zip(self.selectors) {
             segment.selector = selector;
         }
+        // This thread's FS and GS bases: the sandbox runs on this thread.
+        let (fs, gs) = host_segment_bases();
+        exit.state.segments[Segment::Fs as usize].base = fs;
+        exit.state.segments[Segment::Gs as usize].base = gs;
         exit
     }
 

@@ -51,6 +51,8 @@ struct FormTally {
 struct Report {
     tallies: BTreeMap<u32, (Code, FormTally)>,
     ungenerated: Vec<Code>,
+    /// Cases whose memory operand went through FS or GS.
+    through_fs_gs: usize,
     /// Mismatches grouped by what differed (numbers blanked out): count
     /// and the first few in full.
     mismatch_kinds: BTreeMap<String, (usize, Vec<String>)>,
@@ -137,8 +139,9 @@ impl Report {
             "against the CPU (seed {seed}): {forms} required forms; {covered} covered without \
              mismatch; {cases} cases compared, {mismatched} mismatches; {unsupported_cases} cases \
              in {} forms unsupported by the emulator; {undefined} cases with an SDM-undefined \
-             result skipped",
-            unsupported.len()
+             result skipped; {} cases through FS or GS",
+            unsupported.len(),
+            self.through_fs_gs
         );
         let mut kinds: Vec<_> = self.mismatch_kinds.iter().collect();
         kinds.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
@@ -263,6 +266,12 @@ fn every_required_form_matches_the_host_cpu() {
                     report.ungenerated.push(form.code);
                     break;
                 };
+                if matches!(
+                    case.instruction.segment_prefix(),
+                    iced_x86::Register::FS | iced_x86::Register::GS
+                ) {
+                    report.through_fs_gs += 1;
+                }
                 sandbox.set_writable_data(&case.data);
                 let native = sandbox.run(&case.bytes, &case.input);
                 let native_data = sandbox.writable_data();

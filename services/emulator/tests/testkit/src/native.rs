@@ -542,3 +542,17 @@ pub fn host_xcr0() -> u64 {
     };
     u64::from(high) << 32 | u64::from(low)
 }
+
+/// This thread's FS and GS bases (FS holds the thread's TLS block), which
+/// FS:/GS:-prefixed operands add natively; the emulated guest gets the same.
+pub fn host_segment_bases() -> (u64, u64) {
+    const ARCH_GET_FS: libc::c_long = 0x1003;
+    const ARCH_GET_GS: libc::c_long = 0x1004;
+    let mut bases = [0u64; 2];
+    for (base, code) in bases.iter_mut().zip([ARCH_GET_FS, ARCH_GET_GS]) {
+        // SAFETY: arch_prctl(ARCH_GET_FS/GS) writes one u64 to the pointer.
+        let result = unsafe { libc::syscall(libc::SYS_arch_prctl, code, base as *mut u64) };
+        assert_eq!(result, 0, "arch_prctl failed");
+    }
+    (bases[0], bases[1])
+}
