@@ -10,9 +10,11 @@
 //! mode, CS.D = 1).
 
 use abi::ExitMessage;
-use emulator::{Guest, MemoryError};
+use emulator::Guest;
 use emulator_testkit::drive::retire;
-use emulator_testkit::{FRAME_SIZE, PageAttributes, PagingMode, Scene, SharedGuest};
+use emulator_testkit::{
+    FRAME_SIZE, NonAtomicGuest, PageAttributes, PagingMode, Scene, SharedGuest,
+};
 use std::sync::atomic::Ordering;
 
 const CODE: u64 = 0x40_0000;
@@ -34,42 +36,6 @@ fn rounds() -> u64 {
         200
     } else {
         32
-    }
-}
-
-/// A deliberately broken `Guest` for the negative control: compare-exchange
-/// as a read, a compare and a plain write (what KVM does for a split locked
-/// access), with a yield in between to let other threads in.
-struct NonAtomicGuest<'a>(SharedGuest<'a>);
-
-impl Guest for NonAtomicGuest<'_> {
-    fn read_physical(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.0.read_physical(gpa, buf)
-    }
-
-    fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
-        self.0.write_physical(gpa, data)
-    }
-
-    fn compare_exchange(
-        &mut self,
-        pages: [u64; 2],
-        offset: u16,
-        expected: &[u8],
-        new: &[u8],
-        current: &mut [u8],
-    ) -> Result<bool, MemoryError> {
-        let first = (FRAME_SIZE - usize::from(offset)).min(expected.len());
-        let start = pages[0] + u64::from(offset);
-        self.0.memory().read(start, &mut current[..first])?;
-        self.0.memory().read(pages[1], &mut current[first..])?;
-        if current != expected {
-            return Ok(false);
-        }
-        std::thread::yield_now();
-        self.0.memory().write(start, &new[..first])?;
-        self.0.memory().write(pages[1], &new[first..])?;
-        Ok(true)
     }
 }
 

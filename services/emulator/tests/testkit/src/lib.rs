@@ -3,6 +3,7 @@
 //! atomics, page tables, exit states, and a native sandbox that runs one
 //! instruction on the host CPU for differential testing.
 
+pub mod broken;
 pub mod drive;
 pub mod memory;
 pub mod native;
@@ -11,6 +12,7 @@ pub mod rng;
 pub mod scene;
 pub mod state;
 
+pub use broken::NonAtomicGuest;
 pub use memory::{FRAME_SIZE, GuestMemory, SharedGuest};
 pub use paging::{FrameAllocator, PageAttributes, PageTables, PagingMode};
 pub use rng::Rng;

@@ -168,6 +168,17 @@ impl PageTables {
         self.read_entry(memory, entry)
     }
 
+    /// The guest-physical address of the leaf entry of `linear` (creating
+    /// tables on the way), for tests that change it while the emulator runs.
+    pub fn leaf_address(
+        &self,
+        memory: &GuestMemory,
+        frames: &mut FrameAllocator,
+        linear: u64,
+    ) -> u64 {
+        self.leaf_entry_address(memory, frames, linear)
+    }
+
     fn entry_size(&self) -> u64 {
         match self.mode {
             PagingMode::Bits32 => 4,
