@@ -285,6 +285,18 @@ fn build(code: Code, operands: &[Operand]) -> Option<Instruction> {
         [Memory(m), Register(r), Register(c)] => Instruction::with3(code, *m, *r, *c),
         [Register(r), Memory(m), Signed(i)] => Instruction::with3(code, *r, *m, *i),
         [Register(r), Memory(m), Unsigned(u)] => Instruction::with3(code, *r, *m, *u),
+        [Register(r), Memory(m), Register(s)] => Instruction::with3(code, *r, *m, *s),
+        [Register(r), Register(s), Memory(m)] => Instruction::with3(code, *r, *s, *m),
+        [Memory(m), Register(r), Signed(i)] => Instruction::with3(code, *m, *r, *i),
+        [Register(r), Register(s), Memory(m), Unsigned(u)] => {
+            Instruction::with4(code, *r, *s, *m, *u)
+        }
+        [Register(r), Register(s), Memory(m), Register(t)] => {
+            Instruction::with4(code, *r, *s, *m, *t)
+        }
+        [Register(r), Register(s), Register(t), Memory(m)] => {
+            Instruction::with4(code, *r, *s, *t, *m)
+        }
         _ => return None,
     };
     result.ok()
@@ -556,6 +568,14 @@ fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
             }
             K::r32_reg | K::r32_opcode | K::r32_rm | K::r32_reg_mem => {
                 Operand::Register(register_of_size(rng.below(16) as usize, 4, rng))
+            }
+            K::r32_vvvv => Operand::Register(register_of_size(rng.below(16) as usize, 4, rng)),
+            K::r64_vvvv => Operand::Register(register_of_size(rng.below(16) as usize, 8, rng)),
+            K::xmm_vvvv | K::xmm_is4 | K::xmm_is5 => {
+                Operand::Register(Register::XMM0 + rng.below(16) as u32)
+            }
+            K::ymm_vvvv | K::ymm_is4 | K::ymm_is5 => {
+                Operand::Register(Register::YMM0 + rng.below(16) as u32)
             }
             K::r64_reg | K::r64_opcode | K::r64_rm | K::r64_reg_mem => {
                 Operand::Register(register_of_size(rng.below(16) as usize, 8, rng))

@@ -2,7 +2,7 @@
 //! the emulator's issue), as iced-x86 `Code` values, and how each form's
 //! operands are shaped.
 
-use iced_x86::{Code, EncodingKind, Mnemonic, OpCodeOperandKind as K};
+use iced_x86::{Code, CpuidFeature, EncodingKind, FlowControl, Mnemonic, OpCodeOperandKind as K};
 
 /// The mnemonics of the issue's instruction list, excluding the string
 /// instructions (listed by form in [`STRING_CODES`], because MOVSD and CMPSD
@@ -268,6 +268,90 @@ pub fn required_forms() -> Vec<Form> {
                 shape: Shape::Stack,
             });
         }
+    }
+    forms
+}
+
+/// Mnemonics of instructions the sandbox must not run natively, or whose
+/// result depends on host state the guest does not share: segment and
+/// descriptor-table loads and stores, state restores that would change the
+/// host thread's FPU/SSE control state, and PKRU/MXCSR writes.
+const HOST_UNSAFE_MNEMONICS: &[Mnemonic] = &[
+    Mnemonic::Lfs,
+    Mnemonic::Lgs,
+    Mnemonic::Lss,
+    Mnemonic::Lds,
+    Mnemonic::Les,
+    Mnemonic::Ldmxcsr,
+    Mnemonic::Vldmxcsr,
+    Mnemonic::Stmxcsr,
+    Mnemonic::Vstmxcsr,
+    Mnemonic::Sgdt,
+    Mnemonic::Sidt,
+    Mnemonic::Sldt,
+    Mnemonic::Str,
+    Mnemonic::Smsw,
+    Mnemonic::Lar,
+    Mnemonic::Lsl,
+    Mnemonic::Verr,
+    Mnemonic::Verw,
+    Mnemonic::Lgdt,
+    Mnemonic::Lidt,
+    Mnemonic::Lldt,
+    Mnemonic::Ltr,
+    Mnemonic::Lmsw,
+    Mnemonic::Rstorssp,
+    Mnemonic::Wrssd,
+    Mnemonic::Wrssq,
+    Mnemonic::Wrussd,
+    Mnemonic::Wrussq,
+    Mnemonic::Umonitor,
+];
+
+/// Every other 64-bit-mode form with a memory operand that the host can run
+/// safely in the sandbox: the emulator may call them unsupported, but if it
+/// emulates one, it must agree with the CPU.
+pub fn optional_forms() -> Vec<Form> {
+    let required: Vec<Code> = required_forms().iter().map(|form| form.code).collect();
+    let mut forms = Vec::new();
+    for code in Code::values() {
+        let op_code = code.op_code();
+        if !op_code.is_instruction()
+            || !op_code.mode64()
+            || op_code.decoder_option() != 0
+            || required.contains(&code)
+            || !matches!(op_code.encoding(), EncodingKind::Legacy | EncodingKind::VEX)
+            || code.flow_control() != FlowControl::Next
+            || !op_code.cpl3()
+            || op_code.is_privileged()
+            || op_code.is_save_restore()
+            || op_code.is_input_output()
+            || HOST_UNSAFE_MNEMONICS.contains(&code.mnemonic())
+            || code.cpuid_features().iter().any(|feature| {
+                matches!(
+                    feature,
+                    CpuidFeature::FPU
+                        | CpuidFeature::FPU287
+                        | CpuidFeature::FPU387
+                        | CpuidFeature::MMX
+                        | CpuidFeature::CET_SS
+                )
+            })
+        {
+            continue;
+        }
+        let kinds = op_code.op_kinds();
+        if kinds
+            .iter()
+            .any(|kind| unusable_kind(*kind) || segment_register_kind(*kind) || *kind == K::seg_reg)
+            || !kinds.iter().any(|kind| memory_kind(*kind))
+        {
+            continue;
+        }
+        forms.push(Form {
+            code,
+            shape: Shape::Memory,
+        });
     }
     forms
 }
