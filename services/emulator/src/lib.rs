@@ -1,6 +1,12 @@
 //! The Cordon x86 instruction emulator: decodes the instruction at the guest's
 //! RIP, checks segmentation and paging as the CPU would, and performs the access
 //! through the [`Guest`] trait, its only door to the world.
+//!
+//! Layout: `fetch` (CS:RIP through segmentation and paging, iced-x86 decode),
+//! `segmentation`, `paging` (the four walk formats, A/D bits), `memory` (split
+//! and locked accesses), `operand` (effective addresses), `alu` (flags),
+//! `ops` (one module per instruction family), `state` (the private register
+//! file), `machine` (the per-call context and the guest-linear check).
 #![no_std]
 #![forbid(unsafe_code)]
 
