@@ -3,7 +3,8 @@
 //! harness's.
 
 use emulator_testkit::native::{
-    DATA_BASE, GUARD_PAGE, NativeOutcome, NativeState, READ_ONLY_PAGE, WRITABLE_PAGES, with_sandbox,
+    DATA_BASE, GUARD_PAGE, NativeMode, NativeOutcome, NativeState, READ_ONLY_PAGE, WRITABLE_PAGES,
+    with_sandbox,
 };
 
 fn state() -> NativeState {
@@ -122,5 +123,44 @@ fn faults_report_vector_error_code_and_address() {
             panic!("ud2 did not fault");
         };
         assert_eq!((fault.signal, fault.vector), (libc::SIGILL, 6));
+    });
+}
+
+#[test]
+fn compatibility_mode_runs_32_bit_code_and_recovers_from_faults() {
+    with_sandbox(|sandbox| {
+        let mut input = state();
+        input.gprs[0] = 41;
+        input.gprs[4] = DATA_BASE + 0x800;
+        // 0x40 is INC EAX outside 64-bit mode (a REX prefix inside it).
+        let NativeOutcome::Completed(output) =
+            sandbox.run_in(NativeMode::Compatibility, &[0x40], &input)
+        else {
+            panic!("inc eax faulted in compatibility mode");
+        };
+        assert_eq!(output.gprs[0] as u32, 42);
+        // push eax: a 32-bit push (ESP - 4).
+        let NativeOutcome::Completed(output) =
+            sandbox.run_in(NativeMode::Compatibility, &[0x50], &input)
+        else {
+            panic!("push eax faulted in compatibility mode");
+        };
+        assert_eq!(output.gprs[4] as u32, (DATA_BASE + 0x800 - 4) as u32);
+        assert_eq!(&sandbox.writable_data()[0x7fc..0x800], &41u32.to_le_bytes());
+        // A fault in compatibility mode comes back, and 64-bit mode still works.
+        input.gprs[3] = DATA_BASE + GUARD_PAGE * 4096;
+        let NativeOutcome::Faulted(fault) =
+            sandbox.run_in(NativeMode::Compatibility, &[0x8b, 0x03], &input)
+        else {
+            panic!("read of the guard page did not fault");
+        };
+        assert_eq!(
+            (fault.vector, fault.error_code, fault.address),
+            (14, 4, input.gprs[3])
+        );
+        let NativeOutcome::Completed(output) = sandbox.run(&[0x48, 0xff, 0xc0], &input) else {
+            panic!("inc rax faulted after a compatibility-mode fault");
+        };
+        assert_eq!(output.gprs[0], 42);
     });
 }

@@ -37,6 +37,7 @@ pub const GUARD_PAGE: u64 = 3;
 pub const DATA_PAGES: u64 = 4;
 
 const ENTRY_OFFSET: u64 = 0x000;
+const COMPATIBILITY_ENTRY_OFFSET: u64 = 0xa00;
 const EXIT_OFFSET: u64 = 0x400;
 const FAULT_EXIT_OFFSET: u64 = 0x600;
 
@@ -50,6 +51,8 @@ const FAULT_TRAPNO: u64 = 288;
 const FAULT_ERROR: u64 = 296;
 const FAULT_ADDRESS: u64 = 304;
 const FAULT_RIP: u64 = 312;
+/// A far pointer (m16:32) to the instruction in the 32-bit user code segment.
+const FAR_POINTER: u64 = 320;
 const IN_YMM: u64 = 512;
 const OUT_YMM: u64 = 1024;
 const STACK_TOP: u64 = 4096;
@@ -57,6 +60,23 @@ const STACK_TOP: u64 = 4096;
 /// Flags the sandbox never lets the instruction start with (TF would trap).
 const FORBIDDEN_FLAGS: u64 = 1 << 8;
 const CALLER_FLAGS_TO_CLEAR: i64 = (1 << 8) | (1 << 10) | (1 << 18);
+
+/// Linux's user code segments: 64-bit and 32-bit (compatibility mode).
+const USER_CS64: u16 = 0x33;
+const USER_CS32: u16 = 0x23;
+/// Linux's user data segment, loaded into DS and ES for compatibility mode
+/// (where a null DS would fault) and reset to null afterwards.
+const USER_DS: u32 = 0x2b;
+
+/// The mode the instruction runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeMode {
+    /// 64-bit mode (CS 0x33).
+    Long,
+    /// Compatibility mode: Linux's 32-bit user code segment (CS 0x23, D = 1)
+    /// with DS = ES = SS = 0x2b, flat 4 GiB segments, under the same paging.
+    Compatibility,
+}
 
 /// Registers in, or out of, a native run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,12 +246,40 @@ impl Sandbox {
     /// Runs `instruction` (at most 15 bytes) once at [`INSTRUCTION_ADDRESS`]
     /// from `input`. TF in the input flags is ignored.
     pub fn run(&mut self, instruction: &[u8], input: &NativeState) -> NativeOutcome {
+        self.run_in(NativeMode::Long, instruction, input)
+    }
+
+    /// Runs `instruction` as [`Sandbox::run`] does, in `mode`. In
+    /// compatibility mode the upper halves of the GPRs afterwards are what
+    /// the CPU left (the SDM leaves them undefined).
+    pub fn run_in(
+        &mut self,
+        mode: NativeMode,
+        instruction: &[u8],
+        input: &NativeState,
+    ) -> NativeOutcome {
         assert!(instruction.len() <= 15, "instruction longer than 15 bytes");
         let mut code = instruction.to_vec();
-        let after = INSTRUCTION_ADDRESS + instruction.len() as u64 + 5;
-        let back = (CODE_BASE + EXIT_OFFSET).wrapping_sub(after) as i32;
-        code.push(0xe9);
-        code.extend_from_slice(&back.to_le_bytes());
+        let entry = match mode {
+            NativeMode::Long => {
+                let after = INSTRUCTION_ADDRESS + instruction.len() as u64 + 5;
+                let back = (CODE_BASE + EXIT_OFFSET).wrapping_sub(after) as i32;
+                code.push(0xe9);
+                code.extend_from_slice(&back.to_le_bytes());
+                ENTRY_OFFSET
+            }
+            NativeMode::Compatibility => {
+                // jmp far 0x33:exit (EA ptr16:32), back to 64-bit mode.
+                code.push(0xea);
+                code.extend_from_slice(&((CODE_BASE + EXIT_OFFSET) as u32).to_le_bytes());
+                code.extend_from_slice(&USER_CS64.to_le_bytes());
+                write_context(
+                    FAR_POINTER,
+                    INSTRUCTION_ADDRESS | u64::from(USER_CS32) << 32,
+                );
+                COMPATIBILITY_ENTRY_OFFSET
+            }
+        };
         // SAFETY: the code page is mapped writable and executable; the
         // instruction slot (0x800..0x814) lies inside it.
         unsafe {
@@ -263,7 +311,7 @@ impl Sandbox {
         unsafe {
             let entry: extern "sysv64" fn() =
                 core::mem::transmute(ptr::with_exposed_provenance::<u8>(
-                    (CODE_BASE + ENTRY_OFFSET) as usize,
+                    (CODE_BASE + entry) as usize,
                 ));
             entry();
         }
@@ -326,28 +374,8 @@ fn write_stubs() {
 }
 
 fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
-    // Entry: save the host, load flags, vectors and GPRs, jump to the instruction.
-    let mut entry = CodeAssembler::new(64)?;
-    for register in CALLEE_SAVED {
-        entry.push(register)?;
-    }
-    entry.mov(context(HOST_RSP), rsp)?;
-    entry.mov(rsp, CONTEXT_BASE + STACK_TOP)?;
-    entry.push(context(IN_RFLAGS))?;
-    entry.popfq()?;
-    for (index, register) in YMMS.iter().enumerate() {
-        entry.vmovdqu(
-            *register,
-            ymmword_ptr(CONTEXT_BASE + IN_YMM + 32 * index as u64),
-        )?;
-    }
-    for (index, register) in GPRS.iter().enumerate() {
-        if *register != rsp {
-            entry.mov(*register, context(IN_GPRS + 8 * index as u64))?;
-        }
-    }
-    entry.mov(rsp, context(IN_GPRS + 8 * 4))?;
-    entry.jmp(INSTRUCTION_ADDRESS)?;
+    let entry = entry_stub(NativeMode::Long)?;
+    let compatibility_entry = entry_stub(NativeMode::Compatibility)?;
 
     // Exit: save GPRs (MOV and LEA leave the flags alone), then the flags and
     // vectors, reset the flags for the host and return to it.
@@ -375,7 +403,8 @@ fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
     return_to_host(&mut fault_exit)?;
 
     Ok(vec![
-        (ENTRY_OFFSET, entry.assemble(CODE_BASE + ENTRY_OFFSET)?),
+        (ENTRY_OFFSET, entry),
+        (COMPATIBILITY_ENTRY_OFFSET, compatibility_entry),
         (EXIT_OFFSET, exit.assemble(CODE_BASE + EXIT_OFFSET)?),
         (
             FAULT_EXIT_OFFSET,
@@ -384,8 +413,51 @@ fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
     ])
 }
 
+/// Entry: save the host, load flags, vectors and GPRs, jump to the
+/// instruction (far, into the 32-bit code segment, for compatibility mode).
+fn entry_stub(mode: NativeMode) -> Result<Vec<u8>, IcedError> {
+    let mut entry = CodeAssembler::new(64)?;
+    for register in CALLEE_SAVED {
+        entry.push(register)?;
+    }
+    entry.mov(context(HOST_RSP), rsp)?;
+    entry.mov(rsp, CONTEXT_BASE + STACK_TOP)?;
+    entry.push(context(IN_RFLAGS))?;
+    entry.popfq()?;
+    for (index, register) in YMMS.iter().enumerate() {
+        entry.vmovdqu(
+            *register,
+            ymmword_ptr(CONTEXT_BASE + IN_YMM + 32 * index as u64),
+        )?;
+    }
+    if mode == NativeMode::Compatibility {
+        entry.mov(eax, USER_DS)?;
+        entry.mov(ds, ax)?;
+        entry.mov(es, ax)?;
+    }
+    for (index, register) in GPRS.iter().enumerate() {
+        if *register != rsp {
+            entry.mov(*register, context(IN_GPRS + 8 * index as u64))?;
+        }
+    }
+    entry.mov(rsp, context(IN_GPRS + 8 * 4))?;
+    match mode {
+        NativeMode::Long => entry.jmp(INSTRUCTION_ADDRESS)?,
+        NativeMode::Compatibility => entry.jmp(fword_ptr(CONTEXT_BASE + FAR_POINTER))?,
+    }
+    let offset = match mode {
+        NativeMode::Long => ENTRY_OFFSET,
+        NativeMode::Compatibility => COMPATIBILITY_ENTRY_OFFSET,
+    };
+    entry.assemble(CODE_BASE + offset)
+}
+
 fn return_to_host(code: &mut CodeAssembler) -> Result<(), IcedError> {
     code.vzeroupper()?;
+    // Null DS and ES again (compatibility mode loaded 0x2b).
+    code.xor(eax, eax)?;
+    code.mov(ds, ax)?;
+    code.mov(es, ax)?;
     code.mov(rsp, context(HOST_RSP))?;
     for register in CALLEE_SAVED.iter().rev() {
         code.pop(*register)?;
@@ -497,6 +569,10 @@ extern "C" fn sandbox_fault_handler(
     write_context(FAULT_RIP, rip);
     write_context(FAULT_SIGNAL, signal as u64);
     registers[libc::REG_RIP as usize] = (CODE_BASE + FAULT_EXIT_OFFSET) as i64;
+    // Resume in 64-bit mode even if the instruction ran in compatibility
+    // mode (CS is the low 16 bits of the CS/GS/FS word).
+    let segments = &mut registers[libc::REG_CSGSFS as usize];
+    *segments = (*segments & !0xffff) | i64::from(USER_CS64);
     registers[libc::REG_RSP as usize] = (CONTEXT_BASE + STACK_TOP) as i64;
     registers[libc::REG_EFL as usize] &= !CALLER_FLAGS_TO_CLEAR;
 }
