@@ -6,6 +6,8 @@ use crate::Guest;
 use crate::fault::Fault;
 use crate::machine::{Machine, address_mask};
 use crate::memory::{Alignment, DataAccess, Span};
+use crate::state::Mode;
+use abi::Segment;
 use iced_x86::{CodeSize, Instruction, OpKind, Register};
 
 /// A memory operand: segment (x86 encoding order) and offset within it.
@@ -71,8 +73,27 @@ impl<G: Guest> Machine<'_, G> {
                 .wrapping_add(value.wrapping_mul(u64::from(instruction.memory_index_scale())));
         }
         Ok(MemoryOperand {
-            segment: segment_index(instruction.memory_segment())?,
+            segment: self.effective_segment(instruction)?,
             offset: offset & mask,
+        })
+    }
+
+    /// The segment of the memory operand. In 64-bit mode CS/DS/ES/SS
+    /// prefixes are ignored: the operand is SS-relative (a non-canonical
+    /// address is #SS) exactly when its base is rSP or rBP, as on the CPU.
+    pub(crate) fn effective_segment(&self, instruction: &Instruction) -> Result<usize, Fault> {
+        let segment = instruction.memory_segment();
+        if self.mode != Mode::Long || matches!(segment, Register::FS | Register::GS) {
+            return segment_index(segment);
+        }
+        let stack_based = matches!(
+            instruction.memory_base(),
+            Register::RSP | Register::RBP | Register::ESP | Register::EBP
+        );
+        Ok(if stack_based {
+            Segment::Ss as usize
+        } else {
+            Segment::Ds as usize
         })
     }
 

@@ -7,7 +7,6 @@ use crate::alu;
 use crate::fault::Fault;
 use crate::machine::Machine;
 use crate::memory::{Alignment, DataAccess};
-use crate::operand::segment_index;
 use crate::ops::Progress;
 use crate::state::{Mode, rflags};
 use abi::Segment;
@@ -118,7 +117,7 @@ pub(super) fn execute<G: Guest>(
     let (counter_reg, source_reg, dest_reg) = index_registers(address_size);
     let repeated = i.has_rep_prefix() || i.has_repne_prefix();
     let compares = matches!(op, StringOp::Cmps | StringOp::Scas);
-    let source_segment = segment_index(i.memory_segment())?;
+    let source_segment = m.effective_segment(i)?;
     let bound = m.config.max_rep_iterations.max(1);
     // A REP instruction with 32-bit addressing in 64-bit mode writes ECX
     // (clearing its upper half) even when it does no iteration or faults in
