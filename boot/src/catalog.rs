@@ -84,6 +84,19 @@ pub const GUESTS: &[Guest] = &[
                           cordon.x2apic=hide",
         guest_command_line: "handoff",
     },
+    Guest {
+        name: "page-ring",
+        binary: CrateBinary {
+            package: "experiments-guest",
+            bin: "page-ring-guest",
+            features: &[],
+        },
+        // Frames A = 0x3000000 and A + 4K: trapped guest RAM the service reaches
+        // through its guest-ram capability (map and cmpxchg).
+        kernel_command_line: "cordon.trap=lapic,vga,0x3000000-0x3001fff \
+                              cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc cordon.x2apic=hide",
+        guest_command_line: "page-ring",
+    },
 ];
 
 pub const SERVICES: &[Service] = &[

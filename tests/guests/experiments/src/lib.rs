@@ -10,5 +10,6 @@ extern crate std;
 pub mod bootinfo;
 pub mod handoff;
 pub mod report;
+pub mod ring;
 #[cfg(feature = "bare-metal")]
 pub mod runtime;
