@@ -7,8 +7,8 @@
 use crate::forms::{Form, Shape};
 use emulator_testkit::Rng;
 use emulator_testkit::native::{
-    DATA_BASE, GUARD_PAGE, INSTRUCTION_ADDRESS, NativeState, READ_ONLY_PAGE, WRITABLE_PAGES,
-    host_segment_bases,
+    DATA_BASE, GUARD_PAGE, INSTRUCTION_ADDRESS, NativeMode, NativeState, READ_ONLY_PAGE,
+    WRITABLE_PAGES, host_segment_bases,
 };
 use emulator_testkit::state::rflags;
 use iced_x86::{
@@ -20,6 +20,8 @@ use iced_x86::{
 #[derive(Clone, Debug)]
 pub struct Case {
     pub form: Form,
+    /// The mode it runs in (64-bit or compatibility mode).
+    pub mode: NativeMode,
     pub instruction: Instruction,
     pub bytes: Vec<u8>,
     pub input: NativeState,
@@ -67,12 +69,27 @@ pub fn gpr_index(register: Register) -> Option<usize> {
     GPR64.iter().position(|candidate| *candidate == full)
 }
 
-fn register_of_size(index: usize, size: u32, rng: &mut Rng) -> Register {
+/// The code size in bits of a mode.
+pub fn bits(mode: NativeMode) -> u32 {
+    match mode {
+        NativeMode::Long => 64,
+        NativeMode::Compatibility => 32,
+    }
+}
+
+/// A random general register of `size` bytes that `bits`-bit code can name.
+fn random_register(rng: &mut Rng, size: u32, bits: u32) -> Register {
+    let count = if bits == 64 { 16 } else { 8 };
+    let index = rng.below(count) as usize;
     let base = GPR64[index];
     match size {
         8 => base,
         4 => Register::EAX + index as u32,
         2 => Register::AX + index as u32,
+        _ if bits == 32 => {
+            // AL, CL, DL, BL, AH, CH, DH, BH.
+            Register::AL + index as u32 % 4 + if index >= 4 { 4 } else { 0 }
+        }
         _ => {
             // AH..BH (only without REX) or the low byte.
             if index < 4 && rng.chance(1, 4) {
@@ -84,6 +101,11 @@ fn register_of_size(index: usize, size: u32, rng: &mut Rng) -> Register {
             }
         }
     }
+}
+
+/// A random vector register (`first` is XMM0 or YMM0) `bits`-bit code can name.
+fn random_vector(rng: &mut Rng, first: Register, bits: u32) -> Register {
+    first + rng.below(if bits == 64 { 16 } else { 8 }) as u32
 }
 
 /// Picks the data region offset (or, for non-canonical cases, the full
@@ -127,6 +149,7 @@ fn memory_operand(
     avoid_rsp: bool,
     moffs: bool,
     force_address32: bool,
+    bits: u32,
 ) -> (MemoryOperand, Vec<usize>) {
     let canonical = target < 0x0000_8000_0000_0000;
     if moffs {
@@ -136,14 +159,21 @@ fn memory_operand(
                 Register::None,
                 1,
                 target as i64,
-                8,
+                if bits == 64 { 8 } else { 4 },
                 false,
                 Register::None,
             ),
             vec![],
         );
     }
-    let choice = if force_address32 { 100 } else { rng.below(100) };
+    let force_address32 = force_address32 || bits == 32;
+    let choice = if bits == 32 {
+        10 + rng.below(90)
+    } else if force_address32 {
+        100
+    } else {
+        rng.below(100)
+    };
     if target < 0x1_0000_0000 && choice < 3 {
         // 67h with RIP-relative: EIP-relative, truncated to 32 bits.
         return (
@@ -190,7 +220,8 @@ fn memory_operand(
     let address32 = canonical && (force_address32 || rng.chance(15, 100));
     // Sometimes through FS or GS, whose bases (FS: this thread's TLS block)
     // are added natively as in the emulator.
-    let (segment_prefix, segment_base) = match rng.below(20) {
+    let segment_choice = if bits == 64 { rng.below(20) } else { 2 };
+    let (segment_prefix, segment_base) = match segment_choice {
         0 => (Register::FS, host_segment_bases().0),
         1 => (Register::GS, host_segment_bases().1),
         _ => (Register::None, 0),
@@ -198,7 +229,7 @@ fn memory_operand(
     let target = target.wrapping_sub(segment_base);
     let address32 = address32 && target < 0x1_0000_0000;
     let pick_register = |rng: &mut Rng, exclude: &[usize]| loop {
-        let index = rng.below(16) as usize;
+        let index = rng.below(if bits == 64 { 16 } else { 8 }) as usize;
         if !exclude.contains(&index) {
             return index;
         }
@@ -320,8 +351,8 @@ fn with_redundant_prefixes(rng: &mut Rng, bytes: Vec<u8>) -> Vec<u8> {
     prefixed
 }
 
-fn encode(instruction: &Instruction) -> Option<Vec<u8>> {
-    let mut encoder = Encoder::new(64);
+fn encode(instruction: &Instruction, bits: u32) -> Option<Vec<u8>> {
+    let mut encoder = Encoder::new(bits);
     encoder.encode(instruction, INSTRUCTION_ADDRESS).ok()?;
     let bytes = encoder.take_buffer();
     (bytes.len() <= 15).then_some(bytes)
@@ -399,8 +430,9 @@ fn peek(data: &[u8], read_only: &[u8], address: u64, size: u64) -> u64 {
 /// A stack pointer for PUSH/POP: mostly aligned inside the writable pages,
 /// sometimes at a page boundary, on the read-only or guard page, misaligned,
 /// or non-canonical.
-fn pick_stack(rng: &mut Rng) -> u64 {
+fn pick_stack(rng: &mut Rng, bits: u32) -> u64 {
     match rng.below(20) {
+        4 if bits == 32 => DATA_BASE + 0x1000,
         0 => DATA_BASE + 0x1000 + rng.below(3) * 8 - 8,
         1 => DATA_BASE + READ_ONLY_PAGE * 0x1000 + 0x100,
         2 => DATA_BASE + GUARD_PAGE * 0x1000 + rng.below(3) * 8,
@@ -413,11 +445,11 @@ fn pick_stack(rng: &mut Rng) -> u64 {
 
 /// Generates a case for `form`, or `None` if no encodable instruction came
 /// out of a few tries (reported by the caller).
-pub fn generate(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
+pub fn generate(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
     for _ in 0..16 {
         let case = match form.shape {
-            Shape::String => string_case(form, rng),
-            Shape::Memory | Shape::Stack => operand_case(form, rng, read_only),
+            Shape::String => string_case(form, mode, rng),
+            Shape::Memory | Shape::Stack => operand_case(form, mode, rng, read_only),
         };
         if case.is_some() {
             return case;
@@ -426,10 +458,15 @@ pub fn generate(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
     None
 }
 
-fn string_case(form: Form, rng: &mut Rng) -> Option<Case> {
+fn string_case(form: Form, mode: NativeMode, rng: &mut Rng) -> Option<Case> {
+    let bits = bits(mode);
     let code = form.code;
     let mnemonic = code.mnemonic();
-    let address_size = if rng.chance(15, 100) { 32 } else { 64 };
+    let address_size = if bits == 32 || rng.chance(15, 100) {
+        32
+    } else {
+        64
+    };
     let rep = match rng.below(3) {
         0 => RepPrefixKind::None,
         1 => RepPrefixKind::Repe,
@@ -474,7 +511,7 @@ fn string_case(form: Form, rng: &mut Rng) -> Option<Case> {
         _ => return None,
     }
     .ok()?;
-    let bytes = with_redundant_prefixes(rng, encode(&instruction)?);
+    let bytes = with_redundant_prefixes(rng, encode(&instruction, bits)?);
     let size = memory_size(code);
     let mut input = random_state(rng);
     let data = random_data(rng);
@@ -503,6 +540,7 @@ fn string_case(form: Form, rng: &mut Rng) -> Option<Case> {
     }
     Some(Case {
         form,
+        mode,
         instruction,
         bytes,
         input,
@@ -510,7 +548,8 @@ fn string_case(form: Form, rng: &mut Rng) -> Option<Case> {
     })
 }
 
-fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
+fn operand_case(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
+    let bits = bits(mode);
     let code = form.code;
     let op_code = code.op_code();
     let mnemonic = code.mnemonic();
@@ -519,7 +558,7 @@ fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
     let mut input = random_state(rng);
     let mut data = random_data(rng);
     if stack {
-        input.gprs[RSP] = pick_stack(rng);
+        input.gprs[RSP] = pick_stack(rng, bits);
     } else {
         input.gprs[RSP] = DATA_BASE + 0x1000 + (rng.below(0x800) & !7);
     }
@@ -530,7 +569,7 @@ fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
         .op_kinds()
         .get(1)
         .is_some_and(|kind| matches!(kind, K::r16_reg | K::r32_reg | K::r64_reg));
-    let mut target = pick_target(rng, size, true);
+    let mut target = pick_target(rng, size, bits == 64);
     if bit_offset_form && rng.chance(3, 4) {
         target = DATA_BASE + 0x800 + rng.below(0x800);
     }
@@ -555,30 +594,29 @@ fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
                     stack,
                     *kind == K::mem_offs,
                     code == Code::Movdir64b_r32_m512,
+                    bits,
                 );
                 reserved.extend(used);
                 memory_target = Some(target);
                 Operand::Memory(memory)
             }
-            K::r8_reg | K::r8_opcode => {
-                Operand::Register(register_of_size(rng.below(16) as usize, 1, rng))
-            }
+            K::r8_reg | K::r8_opcode => Operand::Register(random_register(rng, 1, bits)),
             K::r16_reg | K::r16_opcode | K::r16_rm | K::r16_reg_mem => {
-                Operand::Register(register_of_size(rng.below(16) as usize, 2, rng))
+                Operand::Register(random_register(rng, 2, bits))
             }
             K::r32_reg | K::r32_opcode | K::r32_rm | K::r32_reg_mem => {
-                Operand::Register(register_of_size(rng.below(16) as usize, 4, rng))
+                Operand::Register(random_register(rng, 4, bits))
             }
-            K::r32_vvvv => Operand::Register(register_of_size(rng.below(16) as usize, 4, rng)),
-            K::r64_vvvv => Operand::Register(register_of_size(rng.below(16) as usize, 8, rng)),
+            K::r32_vvvv => Operand::Register(random_register(rng, 4, bits)),
+            K::r64_vvvv => Operand::Register(random_register(rng, 8, bits)),
             K::xmm_vvvv | K::xmm_is4 | K::xmm_is5 => {
-                Operand::Register(Register::XMM0 + rng.below(16) as u32)
+                Operand::Register(random_vector(rng, Register::XMM0, bits))
             }
             K::ymm_vvvv | K::ymm_is4 | K::ymm_is5 => {
-                Operand::Register(Register::YMM0 + rng.below(16) as u32)
+                Operand::Register(random_vector(rng, Register::YMM0, bits))
             }
             K::r64_reg | K::r64_opcode | K::r64_rm | K::r64_reg_mem => {
-                Operand::Register(register_of_size(rng.below(16) as usize, 8, rng))
+                Operand::Register(random_register(rng, 8, bits))
             }
             K::seg_reg => Operand::Register(rng.pick(&[
                 Register::ES,
@@ -588,8 +626,8 @@ fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
                 Register::FS,
                 Register::GS,
             ])),
-            K::xmm_reg | K::xmm_rm => Operand::Register(Register::XMM0 + rng.below(16) as u32),
-            K::ymm_reg | K::ymm_rm => Operand::Register(Register::YMM0 + rng.below(16) as u32),
+            K::xmm_reg | K::xmm_rm => Operand::Register(random_vector(rng, Register::XMM0, bits)),
+            K::ymm_reg | K::ymm_rm => Operand::Register(random_vector(rng, Register::YMM0, bits)),
             K::al => Operand::Register(Register::AL),
             K::ax => Operand::Register(Register::AX),
             K::eax => Operand::Register(Register::EAX),
@@ -663,10 +701,11 @@ fn operand_case(form: Form, rng: &mut Rng, read_only: &[u8]) -> Option<Case> {
     if op_code.can_use_lock_prefix() && mnemonic != Mnemonic::Xchg && rng.chance(1, 2) {
         instruction.set_has_lock_prefix(true);
     }
-    let bytes = with_redundant_prefixes(rng, encode(&instruction)?);
-    check_address(&bytes, &input.gprs, memory_target)?;
+    let bytes = with_redundant_prefixes(rng, encode(&instruction, bits)?);
+    check_address(&bytes, &input.gprs, memory_target, bits)?;
     Some(Case {
         form,
+        mode,
         instruction,
         bytes,
         input,
@@ -699,11 +738,11 @@ fn uses_cl_count(operands: &[Operand]) -> bool {
 /// Decodes the encoded bytes again and checks that the memory operand
 /// addresses `target` with these registers: the harness's own check that a
 /// case tests what it claims to.
-fn check_address(bytes: &[u8], gprs: &[u64; 16], target: Option<u64>) -> Option<()> {
+fn check_address(bytes: &[u8], gprs: &[u64; 16], target: Option<u64>, bits: u32) -> Option<()> {
     let Some(target) = target else {
         return Some(());
     };
-    let mut decoder = Decoder::with_ip(64, bytes, INSTRUCTION_ADDRESS, DecoderOptions::NONE);
+    let mut decoder = Decoder::with_ip(bits, bytes, INSTRUCTION_ADDRESS, DecoderOptions::NONE);
     let decoded = decoder.decode();
     let operand =
         (0..decoded.op_count()).find(|operand| decoded.op_kind(*operand) == OpKind::Memory)?;

@@ -1,4 +1,5 @@
-//! The emulated side of a differential case: a 64-bit CPL-3 guest whose
+//! The emulated side of a differential case: a CPL-3 guest (64-bit or
+//! compatibility mode, as the case says) whose
 //! 4-level page tables map the sandbox's code page and data region at the
 //! same linear addresses with the same rights (two read/write pages, one
 //! read-only page, the guard page not present), so one case's registers and
@@ -8,9 +9,10 @@ use crate::cases::Case;
 use abi::{ExitMessage, Segment};
 use emulator_testkit::drive::{Driven, drive};
 use emulator_testkit::native::{
-    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, READ_ONLY_PAGE, WRITABLE_PAGES, host_segment_bases,
-    host_selectors, host_xcr0,
+    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, NativeMode, READ_ONLY_PAGE, WRITABLE_PAGES,
+    host_segment_bases, host_selectors, host_xcr0,
 };
+use emulator_testkit::state::compatibility_mode;
 use emulator_testkit::{FRAME_SIZE, PageAttributes, PagingMode, Scene};
 use std::sync::atomic::Ordering;
 
@@ -64,12 +66,25 @@ impl EmulatedSide {
 
     /// The exit state a case starts from.
     fn exit(&self, case: &Case) -> ExitMessage {
-        let mut exit = self.scene.exit(3, INSTRUCTION_ADDRESS);
+        let mut exit = match case.mode {
+            NativeMode::Long => self.scene.exit(3, INSTRUCTION_ADDRESS),
+            NativeMode::Compatibility => {
+                compatibility_mode(self.scene.tables.cr3(), 3, INSTRUCTION_ADDRESS)
+            }
+        };
         exit.state.gprs = case.input.gprs;
         exit.state.rflags = case.input.rflags;
         exit.state.xcr0 = self.xcr0;
         exit.vectors.ymm = case.input.ymm;
-        for (segment, selector) in exit.state.segments.iter_mut().zip(self.selectors) {
+        let selectors = match case.mode {
+            NativeMode::Long => self.selectors,
+            // The sandbox's compatibility mode: CS 0x23, DS = ES = SS = 0x2b.
+            NativeMode::Compatibility => {
+                let [_, _, _, _, fs, gs] = self.selectors;
+                [0x2b, 0x23, 0x2b, 0x2b, fs, gs]
+            }
+        };
+        for (segment, selector) in exit.state.segments.iter_mut().zip(selectors) {
             segment.selector = selector;
         }
         // This thread's FS and GS bases: the sandbox runs on this thread.

@@ -6,7 +6,7 @@
 use crate::cases::{Case, gpr_index};
 use crate::emulated::Emulated;
 use emulator_testkit::drive::Driven;
-use emulator_testkit::native::{INSTRUCTION_ADDRESS, NativeOutcome};
+use emulator_testkit::native::{INSTRUCTION_ADDRESS, NativeMode, NativeOutcome};
 use emulator_testkit::state::rflags;
 use iced_x86::{Mnemonic, OpKind, Register};
 use std::fmt::Write;
@@ -116,8 +116,8 @@ const GPR_NAMES: [&str; 16] = [
 
 fn describe_input(case: &Case) -> String {
     let mut text = format!(
-        "{:?} `{}` bytes {:02x?}\n    in: rflags={:#x}",
-        case.form.code, case.instruction, case.bytes, case.input.rflags
+        "{:?} ({:?} mode) `{}` bytes {:02x?}\n    in: rflags={:#x}",
+        case.form.code, case.mode, case.instruction, case.bytes, case.input.rflags
     );
     for (name, value) in GPR_NAMES.iter().zip(case.input.gprs) {
         let _ = write!(text, " {name}={value:#x}");
@@ -125,9 +125,21 @@ fn describe_input(case: &Case) -> String {
     text
 }
 
-fn compare_gprs(out: &mut String, native: &[u64; 16], emulated: &[u64; 16], ignored: u16) {
+/// Compares GPRs; outside 64-bit mode only the low 32 bits (the SDM leaves
+/// the upper halves undefined there).
+fn compare_gprs(
+    out: &mut String,
+    native: &[u64; 16],
+    emulated: &[u64; 16],
+    ignored: u16,
+    mode: NativeMode,
+) {
+    let mask = match mode {
+        NativeMode::Long => u64::MAX,
+        NativeMode::Compatibility => 0xffff_ffff,
+    };
     for index in 0..16 {
-        if ignored & (1 << index) == 0 && native[index] != emulated[index] {
+        if ignored & (1 << index) == 0 && (native[index] ^ emulated[index]) & mask != 0 {
             let _ = write!(
                 out,
                 "\n    {}: cpu {:#x} emulator {:#x}",
@@ -188,7 +200,13 @@ pub fn evaluate(
             if masks.result {
                 return Verdict::UndefinedResult;
             }
-            compare_gprs(&mut differences, &cpu.gprs, &state.gprs, masks.gprs);
+            compare_gprs(
+                &mut differences,
+                &cpu.gprs,
+                &state.gprs,
+                masks.gprs,
+                case.mode,
+            );
             let rip = INSTRUCTION_ADDRESS + case.bytes.len() as u64;
             if state.rip != rip {
                 let _ = write!(
@@ -270,7 +288,7 @@ pub fn evaluate(
             if repeated_compare && fault.gprs[1] != case.input.gprs[1] {
                 ignored_flags |= rflags::STATUS;
             }
-            compare_gprs(&mut differences, &fault.gprs, &state.gprs, 0);
+            compare_gprs(&mut differences, &fault.gprs, &state.gprs, 0, case.mode);
             compare_flags(&mut differences, fault.rflags, state.rflags, ignored_flags);
             compare_memory(&mut differences, native_data, emulated);
         }

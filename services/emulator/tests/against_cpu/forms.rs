@@ -355,3 +355,13 @@ pub fn optional_forms() -> Vec<Form> {
     }
     forms
 }
+
+/// The required forms that exist outside 64-bit mode, for compatibility
+/// mode (32-bit code segment). MOVDIR64B with a 16-bit address register is
+/// left out: 16-bit addresses cannot reach the sandbox's data region.
+pub fn compatibility_mode_forms() -> Vec<Form> {
+    required_forms()
+        .into_iter()
+        .filter(|form| form.code.op_code().mode32() && form.code != Code::Movdir64b_r16_m512)
+        .collect()
+}

@@ -13,7 +13,7 @@ mod expect;
 mod forms;
 
 use emulator_testkit::Rng;
-use emulator_testkit::native::with_sandbox;
+use emulator_testkit::native::{NativeMode, with_sandbox};
 use expect::Verdict;
 use forms::Form;
 use iced_x86::Code;
@@ -256,7 +256,13 @@ fn the_required_form_list_has_every_kind_of_form() {
 
 /// Runs `per_form` cases of every form natively and emulated; returns the
 /// reasons the run fails.
-fn compare_forms(forms: &[Form], per_form: usize, seed: u64, required: bool) -> Vec<String> {
+fn compare_forms(
+    forms: &[Form],
+    mode: NativeMode,
+    per_form: usize,
+    seed: u64,
+    required: bool,
+) -> Vec<String> {
     with_sandbox(|sandbox| {
         let read_only = sandbox.read_only_contents().to_vec();
         let mut emulated = emulated::EmulatedSide::new(&read_only);
@@ -264,7 +270,7 @@ fn compare_forms(forms: &[Form], per_form: usize, seed: u64, required: bool) -> 
         for form in forms {
             let mut rng = Rng::new(seed ^ (form.code as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             for _ in 0..per_form {
-                let Some(case) = cases::generate(*form, &mut rng, &read_only) else {
+                let Some(case) = cases::generate(*form, mode, &mut rng, &read_only) else {
                     report.ungenerated.push(form.code);
                     break;
                 };
@@ -275,7 +281,7 @@ fn compare_forms(forms: &[Form], per_form: usize, seed: u64, required: bool) -> 
                     report.through_fs_gs += 1;
                 }
                 sandbox.set_writable_data(&case.data);
-                let native = sandbox.run(&case.bytes, &case.input);
+                let native = sandbox.run_in(mode, &case.bytes, &case.input);
                 let native_data = sandbox.writable_data();
                 let result = emulated.run(&case);
                 report.record(
@@ -295,7 +301,13 @@ fn every_required_form_matches_the_host_cpu() {
     } else {
         DEFAULT_CASES_PER_FORM
     };
-    let failures = compare_forms(&forms::required_forms(), per_form, seed(), true);
+    let failures = compare_forms(
+        &forms::required_forms(),
+        NativeMode::Long,
+        per_form,
+        seed(),
+        true,
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -306,7 +318,30 @@ fn other_forms_are_unsupported_or_match_the_host_cpu() {
     } else {
         DEFAULT_CASES_PER_FORM / 8
     };
-    let failures = compare_forms(&forms::optional_forms(), per_form, seed(), false);
+    let failures = compare_forms(
+        &forms::optional_forms(),
+        NativeMode::Long,
+        per_form,
+        seed(),
+        false,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_required_form_valid_outside_64_bit_mode_matches_the_host_cpu_in_compatibility_mode() {
+    let per_form = if long_run() {
+        LONG_CASES_PER_FORM / 2
+    } else {
+        DEFAULT_CASES_PER_FORM / 2
+    };
+    let failures = compare_forms(
+        &forms::compatibility_mode_forms(),
+        NativeMode::Compatibility,
+        per_form,
+        seed(),
+        true,
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -343,6 +378,7 @@ fn lock_on_an_instruction_that_cannot_take_it_is_ud_natively_and_never_executed_
             );
             let instruction = decoder.decode();
             let case = cases::Case {
+                mode: NativeMode::Long,
                 form: Form {
                     code: instruction.code(),
                     shape: forms::Shape::Memory,
