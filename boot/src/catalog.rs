@@ -97,6 +97,17 @@ pub const GUESTS: &[Guest] = &[
                               cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc cordon.x2apic=hide",
         guest_command_line: "page-ring",
     },
+    Guest {
+        name: "segments",
+        binary: CrateBinary {
+            package: "experiments-guest",
+            bin: "segments-guest",
+            features: &[],
+        },
+        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
+                          cordon.x2apic=hide",
+        guest_command_line: "segments",
+    },
 ];
 
 pub const SERVICES: &[Service] = &[

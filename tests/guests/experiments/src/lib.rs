@@ -8,6 +8,7 @@
 extern crate std;
 
 pub mod bootinfo;
+pub mod faults;
 pub mod handoff;
 pub mod report;
 pub mod ring;

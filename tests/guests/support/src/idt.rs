@@ -140,6 +140,38 @@ pub unsafe fn probe_load_u8(address: usize) -> Result<u8, ExceptionRecord> {
     }
 }
 
+/// One `movsq` from `source` to `destination` (DF clear), catching an exception
+/// instead of dying of it; guests aim it at trapped memory so that the instruction's
+/// first access (the read) exits to the emulator and the second one is the emulator's
+/// to check.
+///
+/// # Safety
+/// Needs [`install`] first; a successful copy must be harmless, and only one CPU may
+/// probe at a time.
+pub unsafe fn probe_movsq(destination: u64, source: u64) -> Result<(), ExceptionRecord> {
+    *CAUGHT.lock() = None;
+    // SAFETY: the copy is the caller's; if it faults, the handler resumes at label 2
+    // with registers as they were at the fault.
+    unsafe {
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov qword ptr [{resume}], {t}",
+            "movsq",
+            "2:",
+            "mov qword ptr [{resume}], 0",
+            resume = in(reg) RESUME_RIP.as_ptr(),
+            t = out(reg) _,
+            inout("rdi") destination => _,
+            inout("rsi") source => _,
+            options(nostack, preserves_flags),
+        );
+    }
+    match CAUGHT.lock().take() {
+        Some(record) => Err(record),
+        None => Ok(()),
+    }
+}
+
 /// Called by the common stub with the exception frame on the stack.
 extern "C" fn exception_dispatch(frame: *mut ExceptionFrame) {
     // SAFETY: the common stub passes a pointer to the frame on this stack; it is valid

@@ -1,0 +1,231 @@
+//! The `segments` guest: segment limits and rights on accesses to trapped memory.
+//!
+//! The 32-bit phase (phase32.s) uses a small data segment, a read-only one, an
+//! expand-down one and a small ring-3 stack segment, all in VGA text memory. In-limit
+//! accesses exit to the emulator, which checks the segment and carries them out. An
+//! access that breaks a limit or writes read-only data is faulted by the CPU itself
+//! when it is the instruction's first access (the limit check comes before any EPT
+//! violation); to exercise the emulator's own checks, the faulting access is the second
+//! one of a MOVS or PUSH whose first access (the read) is trapped and in limits. Each
+//! case's handler records vector and error code; the path is told by its time
+//! (experiments_guest::faults). In 64-bit mode a MOVSQ from VGA memory to a
+//! non-canonical address gets the emulator's #GP(0); a load from a non-canonical
+//! address is the CPU's own #GP(0).
+//!
+//! Counting: an instruction the emulator faults is an injected exception, not a
+//! retired instruction, so only the accesses that went through are counted.
+#![no_std]
+#![no_main]
+
+use core::ptr::{addr_of, read_volatile};
+
+use experiments_guest::faults::{Expected, FaultCase, Judged, Observed, Path, emulator_work};
+use experiments_guest::runtime;
+use guest_support::cpu;
+use guest_support::idt::{self, vector};
+use guest_support::platform::VGA_TEXT_BASE;
+use guest_support::serial_println;
+use guest_support::trapped::TrappedMemory;
+
+// The mem* symbols libcore needs come from `baremetal`.
+use baremetal as _;
+
+const NAME: &str = "segments";
+/// The trapped word MOVS and PUSH read first.
+const SOURCE: usize = VGA_TEXT_BASE + 0x800;
+const SOURCE_VALUE: u32 = 0x5eed_0800;
+const SMALL_VALUE: u32 = 0x5a5a_0001;
+const RO_VALUE: u32 = 0x0e0e_0003;
+const EXPAND_DOWN_VALUE: u32 = 0x0d0d_0006;
+const STACK_VALUE: u32 = 0x5555_0009;
+/// The lowest non-canonical address above the lower half.
+const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
+/// Where the canonical MOVSQ writes (VGA, trapped).
+const MOVSQ_TARGET: usize = VGA_TEXT_BASE + 0x900;
+
+const fn fault(name: &'static str, vector: u8, path: Path) -> FaultCase {
+    FaultCase {
+        name,
+        expected: Expected::Fault {
+            vector,
+            error_code: 0,
+            cr2: None,
+        },
+        path,
+    }
+}
+
+const fn value(name: &'static str, value: u64) -> FaultCase {
+    FaultCase {
+        name,
+        expected: Expected::Value(value),
+        path: Path::Emulator,
+    }
+}
+
+const GP: u8 = vector::GENERAL_PROTECTION;
+const SS: u8 = vector::STACK_SEGMENT;
+
+/// The 32-bit cases, in phase32.s order.
+const CASES32: [FaultCase; 12] = [
+    value("small-in-limit-store", SMALL_VALUE as u64),
+    fault("small-beyond-limit-mov", GP, Path::Cpu),
+    fault("small-beyond-limit-movs-dest", GP, Path::Emulator),
+    value("read-only-load", RO_VALUE as u64),
+    fault("read-only-store-mov", GP, Path::Cpu),
+    fault("read-only-store-movs-dest", GP, Path::Emulator),
+    value("expand-down-in-limit-store", EXPAND_DOWN_VALUE as u64),
+    fault("expand-down-below-limit-mov", GP, Path::Cpu),
+    fault("expand-down-below-limit-movs-dest", GP, Path::Emulator),
+    value("ring3-stack-push-in-limit", STACK_VALUE as u64),
+    fault("ring3-stack-push-beyond-limit", SS, Path::Cpu),
+    fault(
+        "ring3-push-trapped-word-stack-beyond-limit",
+        SS,
+        Path::Emulator,
+    ),
+];
+
+/// The 64-bit cases.
+const CASES64: [FaultCase; 3] = [
+    fault("non-canonical-load", GP, Path::Cpu),
+    fault("movsq-trapped-to-non-canonical", GP, Path::Emulator),
+    value(
+        "movsq-trapped-to-trapped",
+        (SOURCE_VALUE as u64) | (0x0bad_cafe_u64 << 32),
+    ),
+];
+
+/// One record of phase32.s.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Record32 {
+    vector: u32,
+    error_code: u32,
+    ticks: u32,
+    value: u32,
+}
+
+unsafe extern "C" {
+    static seg_records: [Record32; CASES32.len()];
+    static seg_trapped: u32;
+}
+
+core::arch::global_asm!(
+    include_str!("phase32.s"),
+    CASES = const CASES32.len(),
+    SOURCE = const SOURCE,
+    SOURCE_VALUE = const SOURCE_VALUE,
+    SMALL_VALUE = const SMALL_VALUE,
+    RO_VALUE = const RO_VALUE,
+    EXPAND_DOWN_VALUE = const EXPAND_DOWN_VALUE,
+    STACK_VALUE = const STACK_VALUE,
+    options(att_syntax)
+);
+
+fn observed32(record: &Record32) -> Observed {
+    Observed {
+        fault: (record.vector != 0xff).then_some((
+            record.vector as u8,
+            u64::from(record.error_code),
+            0,
+        )),
+        value: u64::from(record.value),
+        ticks: u64::from(record.ticks),
+    }
+}
+
+/// Runs a 64-bit case: `probe` returns the exception or the value read back.
+fn timed(probe: impl FnOnce() -> Result<u64, idt::ExceptionRecord>) -> Observed {
+    let start = cpu::rdtsc_fenced();
+    let outcome = probe();
+    let ticks = cpu::rdtsc_fenced().wrapping_sub(start);
+    match outcome {
+        Ok(value) => Observed {
+            fault: None,
+            value,
+            ticks,
+        },
+        Err(record) => Observed {
+            fault: Some((record.vector, record.error_code, record.cr2)),
+            value: 0,
+            ticks,
+        },
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
+    let mut checks = runtime::begin(NAME);
+    let mut memory = TrappedMemory::new();
+
+    // SAFETY: written by the 32-bit phase, which finished before long mode; volatile
+    // because Rust did not see the writes.
+    let (records, trapped32) = unsafe {
+        (
+            read_volatile(addr_of!(seg_records)),
+            read_volatile(addr_of!(seg_trapped)),
+        )
+    };
+    memory.add_counted_elsewhere(trapped32);
+    for (case, record) in CASES32.iter().zip(records.iter()) {
+        let judged = Judged {
+            case,
+            observed: observed32(record),
+        };
+        checks.check(
+            &case_name("[32]", case.name),
+            judged.passed(),
+            format_args!("{judged}"),
+        );
+    }
+
+    // SAFETY (all probes below): VGA text memory is trapped device memory no Rust
+    // reference covers; the non-canonical address faults before anything is written.
+    unsafe {
+        memory.store_u32(SOURCE, SOURCE_VALUE);
+        memory.store_u32(SOURCE + 4, 0x0bad_cafe);
+    }
+    let outcomes = [
+        timed(|| unsafe { idt::probe_load_u8(NON_CANONICAL as usize) }.map(u64::from)),
+        timed(|| unsafe { idt::probe_movsq(NON_CANONICAL, SOURCE as u64) }.map(|()| 0)),
+        timed(|| unsafe { idt::probe_movsq(MOVSQ_TARGET as u64, SOURCE as u64) }.map(|()| 0)),
+    ];
+    for (index, (case, mut observed)) in CASES64.iter().zip(outcomes).enumerate() {
+        if observed.fault.is_none() && case.path == Path::Emulator {
+            memory.add_counted_elsewhere(1);
+            if index == 2 {
+                // SAFETY: as above.
+                observed.value = unsafe { memory.load_u64(MOVSQ_TARGET) };
+            }
+        }
+        let judged = Judged { case, observed };
+        checks.check(
+            &case_name("[64]", case.name),
+            judged.passed(),
+            format_args!("{judged}"),
+        );
+    }
+
+    let (retired, injected) = emulator_work(&CASES32);
+    let (retired64, injected64) = emulator_work(&CASES64);
+    serial_println!(
+        "{NAME}: the cases expect the emulator to retire {} and inject {} (core's exceptions-injected)",
+        retired + retired64,
+        injected + injected64
+    );
+    checks.finish(memory.instructions())
+}
+
+/// `[32] name`, cut to 64 bytes.
+fn case_name(mode: &str, name: &str) -> heapless::String<64> {
+    let mut text = heapless::String::new();
+    for part in [mode, " ", name] {
+        for character in part.chars() {
+            if text.push(character).is_err() {
+                return text;
+            }
+        }
+    }
+    text
+}
