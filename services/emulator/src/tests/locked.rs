@@ -156,3 +156,33 @@ fn guest_linear_mismatch_retries_before_any_write() {
     exit.guest_linear = DATA + 0x1000;
     assert_eq!(emulate(&mut guest, &exit), Outcome::Retry);
 }
+
+#[test]
+fn split_accesses_whose_second_page_faults_change_nothing() {
+    // The second data page read-only: a split locked XADD and a split
+    // unlocked ADD both fault on it before touching the first page.
+    for code in [&[0xf0, 0x0f, 0xc1, 0x03][..], &[0x01, 0x03][..]] {
+        let mut guest = TestGuest::new();
+        let mut tables = PageTables::new(&mut guest, Format::Level4, 0x10_0000);
+        tables.map(&mut guest, 0x40_0000, 0x20_0000, RW);
+        tables.map(&mut guest, DATA, FRAME_A, RW);
+        tables.map(&mut guest, DATA + 0x1000, FRAME_B, 0);
+        let mut exit = long_mode(tables.cr3());
+        load_code(&mut guest, &mut exit, 0x20_0000, 0x40_0000, code);
+        exit.state.gprs[3] = DATA + 0xffe;
+        exit.state.gprs[0] = 1;
+        guest.poke(FRAME_A + 0xffe, &[0xaa, 0xbb]);
+        assert_eq!(
+            emulate(&mut guest, &exit),
+            Outcome::Exception(Exception {
+                vector: vector::PF,
+                error_code: Some(0x3),
+                cr2: Some(DATA + 0x1000)
+            }),
+            "{code:02x?}"
+        );
+        assert!(guest.writes.is_empty());
+        assert!(data_compare_exchanges(&guest).is_empty());
+        assert_eq!(guest.peek(FRAME_A + 0xffe, 2), [0xaa, 0xbb]);
+    }
+}
