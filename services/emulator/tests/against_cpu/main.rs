@@ -44,6 +44,7 @@ struct FormTally {
     unsupported: usize,
     host_lacks: usize,
     undefined: usize,
+    outside_mirror: usize,
     unsupported_reason: Option<String>,
 }
 
@@ -110,6 +111,7 @@ impl Report {
             }
             Verdict::HostLacksInstruction => tally.host_lacks += 1,
             Verdict::UndefinedResult => tally.undefined += 1,
+            Verdict::OutsideMirror => tally.outside_mirror += 1,
         }
     }
 
@@ -135,19 +137,38 @@ impl Report {
             .filter(|(_, t)| t.compared > 0 && t.mismatched == 0 && t.unsupported == 0)
             .count();
         let undefined: usize = self.tallies.values().map(|(_, t)| t.undefined).sum();
+        let outside: usize = self.tallies.values().map(|(_, t)| t.outside_mirror).sum();
         let unsupported_cases: usize = unsupported.iter().map(|(_, t)| t.unsupported).sum();
         println!(
             "against the CPU (seed {seed}): {forms} {} forms; {covered} covered without \
              mismatch; {cases} cases compared, {mismatched} mismatches; {unsupported_cases} cases \
              in {} forms unsupported by the emulator; {undefined} cases with an SDM-undefined \
-             result skipped; {} cases through FS or GS; {} forms without a generated case; \
-             {} forms the host CPU lacks",
+             result skipped; {outside} page faults outside the mirrored region skipped; {} cases \
+             through FS or GS; {} forms without a generated case; {} forms the host CPU lacks",
             if required { "required" } else { "optional" },
             unsupported.len(),
             self.through_fs_gs,
             self.ungenerated.len(),
             host_lacks.len()
         );
+        let mut outside_forms: Vec<_> = self
+            .tallies
+            .values()
+            .filter(|(_, t)| t.outside_mirror > 0)
+            .map(|(code, t)| (t.outside_mirror, *code))
+            .collect();
+        outside_forms.sort_by_key(|(count, _)| std::cmp::Reverse(*count));
+        if !outside_forms.is_empty() {
+            let top: Vec<String> = outside_forms
+                .iter()
+                .take(6)
+                .map(|(count, code)| format!("{code:?} ({count})"))
+                .collect();
+            println!(
+                "page faults outside the mirrored region, most in: {}",
+                top.join(", ")
+            );
+        }
         let mut kinds: Vec<_> = self.mismatch_kinds.iter().collect();
         kinds.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
         for (kind, (count, examples)) in kinds {
