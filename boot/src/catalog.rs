@@ -108,6 +108,17 @@ pub const GUESTS: &[Guest] = &[
                           cordon.x2apic=hide",
         guest_command_line: "segments",
     },
+    Guest {
+        name: "paging",
+        binary: CrateBinary {
+            package: "experiments-guest",
+            bin: "paging-guest",
+            features: &[],
+        },
+        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
+                          cordon.x2apic=hide",
+        guest_command_line: "paging",
+    },
 ];
 
 pub const SERVICES: &[Service] = &[

@@ -172,6 +172,47 @@ pub unsafe fn probe_movsq(destination: u64, source: u64) -> Result<(), Exception
     }
 }
 
+/// Calls `function` (System V: RDI, RSI, RDX = `arguments`, returns RAX), catching an
+/// exception instead of dying of it: after a fault the stack is put back as it was
+/// before the call. `function` may be code at any mapped linear address (an alias, a
+/// page the probe expects not to be executable); it must keep R12 and R13.
+///
+/// # Safety
+/// Needs [`install`] first; `function` must be callable with these arguments and do
+/// nothing the caller did not intend, and only one CPU may probe at a time.
+pub unsafe fn probe_call(function: u64, arguments: [u64; 3]) -> Result<u64, ExceptionRecord> {
+    *CAUGHT.lock() = None;
+    let result: u64;
+    // SAFETY: the call is the caller's; R12 keeps the stack pointer and R13 the resume
+    // slot across it (callee-saved, and the exception handler restores every register
+    // it uses), so label 2 is reached with the stack as it was either way.
+    unsafe {
+        asm!(
+            "lea r11, [rip + 2f]",
+            "mov qword ptr [r13], r11",
+            "mov r12, rsp",
+            "and rsp, -16",
+            "call {f}",
+            "2:",
+            "mov rsp, r12",
+            "mov qword ptr [r13], 0",
+            f = in(reg) function,
+            out("r11") _,
+            in("r13") RESUME_RIP.as_ptr(),
+            out("r12") _,
+            in("rdi") arguments[0],
+            in("rsi") arguments[1],
+            in("rdx") arguments[2],
+            lateout("rax") result,
+            clobber_abi("C"),
+        );
+    }
+    match CAUGHT.lock().take() {
+        Some(record) => Err(record),
+        None => Ok(result),
+    }
+}
+
 /// Called by the common stub with the exception frame on the stack.
 extern "C" fn exception_dispatch(frame: *mut ExceptionFrame) {
     // SAFETY: the common stub passes a pointer to the frame on this stack; it is valid
