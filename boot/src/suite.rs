@@ -21,6 +21,9 @@ struct BootCase {
     no_hypervisor: bool,
     extra_kernel_arguments: &'static str,
     timeout: Duration,
+    /// Guest from the catalogue, and the emulated CPUs it needs.
+    guest: &'static str,
+    cpus: u32,
 }
 
 const fn case(name: &'static str, image: &'static str, service: &'static str) -> BootCase {
@@ -32,6 +35,8 @@ const fn case(name: &'static str, image: &'static str, service: &'static str) ->
         no_hypervisor: false,
         extra_kernel_arguments: "",
         timeout: Duration::from_secs(600),
+        guest: "demo",
+        cpus: 1,
     }
 }
 
@@ -68,6 +73,50 @@ const BOOTS: &[BootCase] = &[
         "test-hostile",
         "hostile",
     ),
+    // The issue-5 experiments (tests/guests/experiments).
+    BootCase {
+        guest: "smp",
+        cpus: 4,
+        ..case(
+            "smp guest: INIT-SIPI-SIPI through the emulated ICR, 4 CPUs (bochs)",
+            "test-smp",
+            "emulator",
+        )
+    },
+    BootCase {
+        guest: "handoff",
+        cpus: 3,
+        ..case(
+            "handoff guest: XCHG lost-update experiment, 3 vCPUs, 64- and 32-bit (bochs)",
+            "test-handoff",
+            "emulator",
+        )
+    },
+    BootCase {
+        guest: "page-ring",
+        cpus: 2,
+        ..case(
+            "page-ring guest: split LOCK CMPXCHG8B against LOCK XADD, 2 vCPUs (bochs)",
+            "test-page-ring",
+            "emulator",
+        )
+    },
+    BootCase {
+        guest: "segments",
+        ..case(
+            "segments guest: limits and rights, #GP/#SS by CPU and emulator (bochs)",
+            "test-segments",
+            "emulator",
+        )
+    },
+    BootCase {
+        guest: "paging",
+        ..case(
+            "paging guest: #PF error codes and CR2, SMAP/SMEP, A/D bits (bochs)",
+            "test-paging",
+            "emulator",
+        )
+    },
 ];
 
 /// The image pair whose kernel.elf must be byte-identical (service swapped by
@@ -141,11 +190,12 @@ fn host_tests(root: &Path) -> Result<String, String> {
 
 fn run_boot(root: &Path, boot: &BootCase) -> Result<String, String> {
     let options = RunOptions {
+        guest: boot.guest.into(),
+        cpus: boot.cpus,
         service: boot.service.into(),
         vmm: boot.vmm,
         no_hypervisor: boot.no_hypervisor,
         timeout: boot.timeout,
-        ..RunOptions::default()
     };
     let prepared = run::prepare(root, &options, boot.image, boot.extra_kernel_arguments)?;
     let report = run::boot(prepared, &options, &mut std::io::stdout())?;
