@@ -43,7 +43,11 @@ fuzz_target!(|input: &[u8]| {
             let mut bytes = [0u8; 8];
             bytes[..chunk.len()].copy_from_slice(chunk);
             let value = u64::from_le_bytes(bytes);
-            *register = if shape & 4 != 0 { DATA + (value & 0x3fff) } else { value };
+            *register = if shape & 4 != 0 {
+                DATA + (value & 0x3fff)
+            } else {
+                value
+            };
         }
         exit.state.rflags = 2 | u64::from(shape & 0x40) << 12 | u64::from(shape) & 0xd5;
         let _ = emulate(&mut scene.memory.guest(), &exit);
