@@ -6,9 +6,11 @@
 //! instruction's first access, where the CPU's own page walk faults before any EPT
 //! violation (path `cpu`), and as the second access of a MOVSQ or CMPSQ whose trapped
 //! read exits first, or as an instruction fetch the TLB still allows but the page
-//! tables no longer do (path `emulator`: the emulator's walk faults). The error code
-//! and CR2 must be exact; SMAP and SMEP cases run when CPUID reports them; the emulator
-//! must set A (read) and A+D (write) in entries it walks.
+//! tables no longer do (path `emulator`: the emulator's walk faults). Supervisor-only
+//! pages are reached from CPL 3 through a GDT with user segments and a TSS of this
+//! guest's own. The error code and CR2 must be exact; SMAP and SMEP cases run when
+//! CPUID reports them; the emulator must set A (read) and A+D (write) in entries it
+//! walks.
 #![no_std]
 #![no_main]
 
@@ -40,6 +42,7 @@ const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// #PF error-code bits.
 const PF_PRESENT: u64 = 1;
 const PF_WRITE: u64 = 2;
+const PF_USER: u64 = 4;
 const PF_FETCH: u64 = 0x10;
 
 /// The test pages: index in the page table, and the linear address.
@@ -55,6 +58,8 @@ const ACCESSED_TEST: u64 = page(5);
 const CODE_ALIAS: u64 = page(6);
 const NO_EXECUTE_PAGE: u64 = page(7);
 const USER_CODE_ALIAS: u64 = page(8);
+const USER_STACK: u64 = page(9);
+const SUPERVISOR_TARGET: u64 = page(10);
 
 /// What the source qword holds.
 const SOURCE_VALUE: u64 = 0x50a6_1e00_0bad_f00d;
@@ -65,6 +70,7 @@ struct Table([u64; 512]);
 
 static mut PAGING_PD: Table = Table([0; 512]);
 static mut PAGING_PT: Table = Table([0; 512]);
+static mut PAGING_USER_STACK: Table = Table([0; 512]);
 
 unsafe extern "C" {
     static guest_pml4: [u64; 512];
@@ -73,6 +79,17 @@ unsafe extern "C" {
     static paging_flip_load: u8;
     static paging_movsq: u8;
     static paging_cmpsq: u8;
+    static paging_user_load: u8;
+    static paging_user_movsq: u8;
+    static mut paging_gdt_tss: [u64; 2];
+    static paging_gdt_pointer: u8;
+    static paging_tss: u8;
+    static mut paging_ring3_idt: [u64; 64];
+    static paging_ring3_stubs: u8;
+    static paging_ring3_vector: u64;
+    static paging_ring3_error: u64;
+    static paging_ring3_cr2: u64;
+    fn paging_ring3_probe(rip: u64, rsp: u64, rdi: u64, rsi: u64);
 }
 
 core::arch::global_asm!(include_str!("stubs.s"), options(att_syntax));
@@ -119,6 +136,76 @@ fn reset_pages() {
         USER_CODE_ALIAS,
         alias_physical() | PRESENT | ACCESSED | USER,
     );
+    let stack = (&raw const PAGING_USER_STACK) as u64;
+    set_pte(USER_STACK, stack | normal | USER);
+    set_pte(SUPERVISOR_TARGET, vga(0x6000) | normal);
+}
+
+/// Loads this guest's GDT (guest-support's selectors plus user segments 0x23/0x2b and
+/// a 64-bit TSS at 0x30 whose RSP0 the CPU uses when ring 3 faults) and builds the
+/// ring-3 IDT (32 interrupt gates to paging_ring3_stubs, 16 bytes apart).
+fn prepare_ring3() {
+    let tss = &raw const paging_tss as u64;
+    let low = 103 | ((tss & 0xff_ffff) << 16) | (0x89 << 40) | (((tss >> 24) & 0xff) << 56);
+    let stubs = &raw const paging_ring3_stubs as u64;
+    // SAFETY: the GDT, TSS and IDT are this guest's statics; the new GDT keeps the
+    // selectors in use (0x08, 0x10, 0x18) with the same descriptors; LTR marks the TSS
+    // busy, which only the CPU reads (RSP0 on a ring-3 exception).
+    unsafe {
+        let descriptor = (&raw mut paging_gdt_tss).cast::<u64>();
+        descriptor.write_volatile(low);
+        descriptor.add(1).write_volatile(tss >> 32);
+        asm!("lgdt [{}]", in(reg) &raw const paging_gdt_pointer, options(nostack));
+        asm!("ltr {:x}", in(reg) 0x30u16, options(nostack));
+        let idt = (&raw mut paging_ring3_idt).cast::<u64>();
+        for vector in 0..32u64 {
+            let handler = stubs + vector * 16;
+            let gate = (handler & 0xffff)
+                | (0x18 << 16)
+                | (0x8e00 << 32)
+                | (((handler >> 16) & 0xffff) << 48);
+            idt.add(2 * vector as usize).write_volatile(gate);
+            idt.add(2 * vector as usize + 1)
+                .write_volatile(handler >> 32);
+        }
+    }
+}
+
+/// Runs `body` (one of stubs.s's user bodies, through the user code alias) in ring 3
+/// with RDI, RSI = `arguments`; UD2 at its end counts as "no fault".
+fn ring3(body: u64, arguments: [u64; 2]) -> Result<u64, idt::ExceptionRecord> {
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ring3_idt = Pointer {
+        limit: 32 * 16 - 1,
+        base: &raw const paging_ring3_idt as u64,
+    };
+    let rip = USER_CODE_ALIAS + (body - alias_physical());
+    // SAFETY: the ring-3 IDT is built (prepare_ring3); the body runs in ring 3 on the
+    // user stack page and ends in an exception that paging_ring3_probe's handler turns
+    // into its return; guest-support's IDT is loaded again right after.
+    let (vector, error_code, cr2) = unsafe {
+        asm!("lidt [{}]", in(reg) &raw const ring3_idt, options(nostack));
+        paging_ring3_probe(rip, USER_STACK + 0x1000, arguments[0], arguments[1]);
+        (
+            (&raw const paging_ring3_vector).read_volatile(),
+            (&raw const paging_ring3_error).read_volatile(),
+            (&raw const paging_ring3_cr2).read_volatile(),
+        )
+    };
+    idt::install(|_| cpu::halt_forever());
+    if vector == u64::from(vector::INVALID_OPCODE) {
+        return Ok(0);
+    }
+    Err(idt::ExceptionRecord {
+        vector: vector as u8,
+        error_code,
+        rip: 0,
+        cr2,
+    })
 }
 
 fn build_tables() {
@@ -260,13 +347,17 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         "{NAME}: cr0.wp={} nx={nx} smep={smep} smap={smap}",
         read_cr(0) & CR0_WP != 0
     );
-    // SAFETY: SOURCE maps VGA text memory (trapped), no Rust reference covers it.
-    unsafe { memory.store_u64(SOURCE as usize, SOURCE_VALUE) };
+    // SAFETY: SOURCE and USER_PAGE map VGA text memory (trapped), no Rust reference
+    // covers it.
+    unsafe {
+        memory.store_u64(SOURCE as usize, SOURCE_VALUE);
+        memory.store_u64(VGA_TEXT_BASE + 0x2000, SOURCE_VALUE);
+    }
 
     let ram_source = [SOURCE_VALUE; 1];
     let ram = ram_source.as_ptr() as u64;
     let flip_cr2 = flip_load_address(CODE_ALIAS);
-    let mut cases: heapless::Vec<(FaultCase, Observed), 16> = heapless::Vec::new();
+    let mut cases: heapless::Vec<(FaultCase, Observed), 24> = heapless::Vec::new();
     let mut run = |case: FaultCase,
                    probe: &mut dyn FnMut() -> Result<u64, idt::ExceptionRecord>| {
         reset_pages();
@@ -378,6 +469,41 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         );
         update_cr(4, CR4_SMEP, false);
     }
+    prepare_ring3();
+    run(
+        pf(
+            "cpl3-load-supervisor-page",
+            PF_PRESENT | PF_USER,
+            SOURCE,
+            Path::Cpu,
+        ),
+        &mut || ring3(&raw const paging_user_load as u64, [SOURCE, 0]),
+    );
+    run(
+        pf(
+            "cpl3-movsq-dest-supervisor-page",
+            PF_PRESENT | PF_WRITE | PF_USER,
+            SUPERVISOR_TARGET,
+            Path::Emulator,
+        ),
+        &mut || {
+            ring3(
+                &raw const paging_user_movsq as u64,
+                [SUPERVISOR_TARGET, USER_PAGE],
+            )
+        },
+    );
+    run(
+        through_emulator("cpl3-movsq-dest-user-page", SOURCE_VALUE),
+        &mut || {
+            let outcome = ring3(
+                &raw const paging_user_movsq as u64,
+                [USER_PAGE + 0x100, USER_PAGE],
+            );
+            // SAFETY: USER_PAGE maps VGA + 0x2000: trapped, no Rust reference.
+            outcome.map(|_| unsafe { memory.load_u64(VGA_TEXT_BASE + 0x2100) })
+        },
+    );
     run(
         through_emulator("accessed-dirty-set-by-emulator-write", ACCESSED | DIRTY),
         &mut || movsq(DIRTY_TEST, SOURCE).map(|_| read_pte(DIRTY_TEST) & (ACCESSED | DIRTY)),
@@ -398,7 +524,7 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         };
         checks.check(case.name, judged.passed(), format_args!("{judged}"));
     }
-    let mut ran: heapless::Vec<FaultCase, 16> = heapless::Vec::new();
+    let mut ran: heapless::Vec<FaultCase, 24> = heapless::Vec::new();
     for (case, _) in &cases {
         let _ = ran.push(*case);
     }
