@@ -13,6 +13,13 @@
 //!   32-bit `guest_phase32` in `global_asm!` that runs before paging (see `entry.s`);
 //! - it prints one line per check with [`serial_println!`] and ends with
 //!   [`cpu::finish`] (DONE hypercall under Cordon, Bochs magic breakpoint natively).
+//!
+//! SMP guests find the CPUs with [`acpi::find_madt`] and start the APs with
+//! `smp::start_aps` (trampoline at 0x8000, INIT-SIPI-SIPI or SIPI-SIPI through the
+//! trapped ICR; each AP runs a function of the guest in 64-bit mode on its own stack);
+//! `modes::call_protected32` runs a 32-bit function in protected mode and comes back
+//! to long mode; [`idt::probe_call`] and [`idt::probe_movsq`] catch the exceptions
+//! of probes aimed at trapped memory (see tests/guests/experiments).
 #![no_std]
 
 #[cfg(any(test, feature = "build"))]
