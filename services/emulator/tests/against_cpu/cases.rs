@@ -73,7 +73,25 @@ pub fn gpr_index(register: Register) -> Option<usize> {
 pub fn bits(mode: NativeMode) -> u32 {
     match mode {
         NativeMode::Long => 64,
-        NativeMode::Compatibility => 32,
+        NativeMode::Compatibility | NativeMode::Segmented { .. } => 32,
+    }
+}
+
+/// The base of DS, ES and SS in `mode` (cases keep the stack segment's base
+/// equal to the data segment's), which register values must leave out.
+fn default_base(mode: NativeMode) -> u64 {
+    match mode {
+        NativeMode::Segmented { data, .. } => u64::from(data.base),
+        NativeMode::Long | NativeMode::Compatibility => 0,
+    }
+}
+
+/// The offset that reaches linear `target` through a segment at `base`.
+fn offset_of(target: u64, base: u64, bits: u32) -> u64 {
+    if bits == 32 {
+        target.wrapping_sub(base) & 0xffff_ffff
+    } else {
+        target
     }
 }
 
@@ -150,7 +168,9 @@ fn memory_operand(
     moffs: bool,
     force_address32: bool,
     bits: u32,
+    default_base: u64,
 ) -> (MemoryOperand, Vec<usize>) {
+    let target = offset_of(target, default_base, bits);
     let canonical = target < 0x0000_8000_0000_0000;
     if moffs {
         return (
@@ -530,8 +550,8 @@ fn string_case(form: Form, mode: NativeMode, rng: &mut Rng) -> Option<Case> {
         }
     };
     let (source, destination) = (place(rng), place(rng));
-    input.gprs[RSI] = source;
-    input.gprs[RDI] = destination;
+    input.gprs[RSI] = offset_of(source, default_base(mode), bits);
+    input.gprs[RDI] = offset_of(destination, default_base(mode), bits);
     input.gprs[RCX] = count;
     if address_size == 32 {
         for register in [RSI, RDI, RCX] {
@@ -558,9 +578,13 @@ fn operand_case(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -
     let mut input = random_state(rng);
     let mut data = random_data(rng);
     if stack {
-        input.gprs[RSP] = pick_stack(rng, bits);
+        input.gprs[RSP] = offset_of(pick_stack(rng, bits), default_base(mode), bits);
     } else {
-        input.gprs[RSP] = DATA_BASE + 0x1000 + (rng.below(0x800) & !7);
+        input.gprs[RSP] = offset_of(
+            DATA_BASE + 0x1000 + (rng.below(0x800) & !7),
+            default_base(mode),
+            bits,
+        );
     }
     let bit_offset_form = matches!(
         mnemonic,
@@ -595,6 +619,7 @@ fn operand_case(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -
                     *kind == K::mem_offs,
                     code == Code::Movdir64b_r32_m512,
                     bits,
+                    default_base(mode),
                 );
                 reserved.extend(used);
                 memory_target = Some(target);
@@ -692,7 +717,7 @@ fn operand_case(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -
         if reserved.contains(&index) {
             return None;
         }
-        register_values.push((index, destination));
+        register_values.push((index, offset_of(destination, default_base(mode), bits)));
     }
     if bit_offset_form && let Some(Operand::Register(register)) = operands.get(1) {
         let offset = (rng.below(0x4000) as i64 - 0x2000) as u64;
@@ -714,7 +739,7 @@ fn operand_case(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -
         instruction.set_has_lock_prefix(true);
     }
     let bytes = with_redundant_prefixes(rng, encode(&instruction, bits)?);
-    check_address(&bytes, &input.gprs, memory_target, bits)?;
+    check_address(&bytes, &input.gprs, memory_target, mode)?;
     Some(Case {
         form,
         mode,
@@ -750,7 +775,13 @@ fn uses_cl_count(operands: &[Operand]) -> bool {
 /// Decodes the encoded bytes again and checks that the memory operand
 /// addresses `target` with these registers: the harness's own check that a
 /// case tests what it claims to.
-fn check_address(bytes: &[u8], gprs: &[u64; 16], target: Option<u64>, bits: u32) -> Option<()> {
+fn check_address(
+    bytes: &[u8],
+    gprs: &[u64; 16],
+    target: Option<u64>,
+    mode: NativeMode,
+) -> Option<()> {
+    let bits = bits(mode);
     let Some(target) = target else {
         return Some(());
     };
@@ -764,6 +795,7 @@ fn check_address(bytes: &[u8], gprs: &[u64; 16], target: Option<u64>, bits: u32)
             return Some(match register {
                 Register::FS => fs,
                 Register::GS => gs,
+                Register::DS | Register::ES | Register::SS => default_base(mode),
                 _ => 0,
             });
         }

@@ -6,13 +6,13 @@
 //! addresses mean the same thing on both sides.
 
 use crate::cases::Case;
-use abi::{ExitMessage, Segment};
+use abi::{ExitMessage, Segment, SegmentRegister};
 use emulator_testkit::drive::{Driven, drive};
 use emulator_testkit::native::{
-    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, NativeMode, READ_ONLY_PAGE, WRITABLE_PAGES,
-    host_segment_bases, host_selectors, host_xcr0,
+    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, LDT_DATA_SELECTOR, LDT_STACK_SELECTOR, NativeMode,
+    READ_ONLY_PAGE, WRITABLE_PAGES, host_segment_bases, host_selectors, host_xcr0,
 };
-use emulator_testkit::state::compatibility_mode;
+use emulator_testkit::state::{compatibility_mode, segment};
 use emulator_testkit::{FRAME_SIZE, PageAttributes, PagingMode, Scene};
 use std::sync::atomic::Ordering;
 
@@ -68,7 +68,7 @@ impl EmulatedSide {
     fn exit(&self, case: &Case) -> ExitMessage {
         let mut exit = match case.mode {
             NativeMode::Long => self.scene.exit(3, INSTRUCTION_ADDRESS),
-            NativeMode::Compatibility => {
+            NativeMode::Compatibility | NativeMode::Segmented { .. } => {
                 compatibility_mode(self.scene.tables.cr3(), 3, INSTRUCTION_ADDRESS)
             }
         };
@@ -83,6 +83,17 @@ impl EmulatedSide {
                 let [_, _, _, _, fs, gs] = self.selectors;
                 [0x2b, 0x23, 0x2b, 0x2b, fs, gs]
             }
+            NativeMode::Segmented { .. } => {
+                let [_, _, _, _, fs, gs] = self.selectors;
+                [
+                    LDT_DATA_SELECTOR,
+                    0x23,
+                    LDT_STACK_SELECTOR,
+                    LDT_DATA_SELECTOR,
+                    fs,
+                    gs,
+                ]
+            }
         };
         for (segment, selector) in exit.state.segments.iter_mut().zip(selectors) {
             segment.selector = selector;
@@ -91,6 +102,29 @@ impl EmulatedSide {
         let (fs, gs) = host_segment_bases();
         exit.state.segments[Segment::Fs as usize].base = fs;
         exit.state.segments[Segment::Gs as usize].base = gs;
+        if let NativeMode::Segmented { data, stack } = case.mode {
+            for (index, descriptor) in [
+                (Segment::Es, data),
+                (Segment::Ds, data),
+                (Segment::Ss, stack),
+            ] {
+                let register = &mut exit.state.segments[index as usize];
+                let selector = register.selector;
+                *register = segment(
+                    selector,
+                    u64::from(descriptor.base),
+                    descriptor.byte_limit(),
+                    descriptor.descriptor_type(),
+                    3,
+                    SegmentRegister::AR_DB
+                        | if descriptor.page_granular {
+                            SegmentRegister::AR_G
+                        } else {
+                            0
+                        },
+                );
+            }
+        }
         exit
     }
 

@@ -149,7 +149,7 @@ fn compare_gprs(
 ) {
     let mask = match mode {
         NativeMode::Long => u64::MAX,
-        NativeMode::Compatibility => 0xffff_ffff,
+        NativeMode::Compatibility | NativeMode::Segmented { .. } => 0xffff_ffff,
     };
     for index in 0..16 {
         if ignored & (1 << index) == 0 && (native[index] ^ emulated[index]) & mask != 0 {

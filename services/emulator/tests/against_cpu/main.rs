@@ -54,6 +54,8 @@ struct Report {
     ungenerated: Vec<Code>,
     /// Cases whose memory operand went through FS or GS.
     through_fs_gs: usize,
+    /// How the native runs ended: completed, or the exception vector.
+    native_endings: BTreeMap<&'static str, usize>,
     /// Mismatches grouped by what differed (numbers blanked out): count
     /// and the first few in full.
     mismatch_kinds: BTreeMap<String, (usize, Vec<String>)>,
@@ -151,6 +153,12 @@ impl Report {
             self.ungenerated.len(),
             host_lacks.len()
         );
+        let endings: Vec<String> = self
+            .native_endings
+            .iter()
+            .map(|(ending, count)| format!("{ending} {count}"))
+            .collect();
+        println!("native runs: {}", endings.join(", "));
         let mut outside_forms: Vec<_> = self
             .tallies
             .values()
@@ -279,7 +287,7 @@ fn the_required_form_list_has_every_kind_of_form() {
 /// reasons the run fails.
 fn compare_forms(
     forms: &[Form],
-    mode: NativeMode,
+    mode: impl Fn(&mut Rng) -> NativeMode,
     per_form: usize,
     seed: u64,
     required: bool,
@@ -291,6 +299,7 @@ fn compare_forms(
         for form in forms {
             let mut rng = Rng::new(seed ^ (form.code as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             for _ in 0..per_form {
+                let mode = mode(&mut rng);
                 let Some(case) = cases::generate(*form, mode, &mut rng, &read_only) else {
                     report.ungenerated.push(form.code);
                     break;
@@ -304,6 +313,19 @@ fn compare_forms(
                 sandbox.set_writable_data(&case.data);
                 let native = sandbox.run_in(mode, &case.bytes, &case.input);
                 let native_data = sandbox.writable_data();
+                let ending = match &native {
+                    emulator_testkit::native::NativeOutcome::Completed(_) => "completed",
+                    emulator_testkit::native::NativeOutcome::Faulted(fault) => match fault.vector {
+                        0 => "#DE",
+                        6 => "#UD",
+                        12 => "#SS",
+                        13 => "#GP",
+                        14 => "#PF",
+                        17 => "#AC",
+                        _ => "other",
+                    },
+                };
+                *report.native_endings.entry(ending).or_default() += 1;
                 let result = emulated.run(&case);
                 report.record(
                     *form,
@@ -324,7 +346,7 @@ fn every_required_form_matches_the_host_cpu() {
     };
     let failures = compare_forms(
         &forms::required_forms(),
-        NativeMode::Long,
+        |_| NativeMode::Long,
         per_form,
         seed(),
         true,
@@ -341,7 +363,7 @@ fn other_forms_are_unsupported_or_match_the_host_cpu() {
     };
     let failures = compare_forms(
         &forms::optional_forms(),
-        NativeMode::Long,
+        |_| NativeMode::Long,
         per_form,
         seed(),
         false,
@@ -358,7 +380,52 @@ fn every_required_form_valid_outside_64_bit_mode_matches_the_host_cpu_in_compati
     };
     let failures = compare_forms(
         &forms::compatibility_mode_forms(),
-        NativeMode::Compatibility,
+        |_| NativeMode::Compatibility,
+        per_form,
+        seed(),
+        true,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// LDT data segments for one segmented case: a base at, below or above
+/// the data region, byte- or page-granular limits that cut through it,
+/// expand-down segments, read-only data segments (never for SS, which must
+/// be writable); SS shares DS's base but not its limit or direction.
+fn random_segments(rng: &mut Rng) -> NativeMode {
+    let base =
+        emulator_testkit::native::DATA_BASE as u32 - rng.pick(&[0u32, 0x1000, 0x10, 0x2_0000]);
+    let mut segment = |rng: &mut Rng, writable: bool| {
+        let expand_down = rng.chance(1, 4);
+        let (limit, page_granular) = match rng.below(4) {
+            0 => (0xf_ffff, true),
+            1 => ((rng.below(0x40) as u32) | 0x20, true),
+            _ => (rng.below(0x3_2000) as u32, false),
+        };
+        emulator_testkit::native::DataSegment {
+            base,
+            limit,
+            page_granular,
+            expand_down,
+            writable,
+        }
+    };
+    let writable = !rng.chance(1, 6);
+    let data = segment(rng, writable);
+    let stack = segment(rng, true);
+    NativeMode::Segmented { data, stack }
+}
+
+#[test]
+fn segment_checks_match_the_host_cpu_with_ldt_data_segments() {
+    let per_form = if long_run() {
+        LONG_CASES_PER_FORM / 2
+    } else {
+        DEFAULT_CASES_PER_FORM / 2
+    };
+    let failures = compare_forms(
+        &forms::compatibility_mode_forms(),
+        random_segments,
         per_form,
         seed(),
         true,

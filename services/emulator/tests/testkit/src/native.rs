@@ -38,6 +38,7 @@ pub const DATA_PAGES: u64 = 4;
 
 const ENTRY_OFFSET: u64 = 0x000;
 const COMPATIBILITY_ENTRY_OFFSET: u64 = 0xa00;
+const SEGMENTED_ENTRY_OFFSET: u64 = 0xc00;
 const EXIT_OFFSET: u64 = 0x400;
 const FAULT_EXIT_OFFSET: u64 = 0x600;
 
@@ -67,6 +68,7 @@ const USER_CS32: u16 = 0x23;
 /// Linux's user data segment, loaded into DS and ES for compatibility mode
 /// (where a null DS would fault) and reset to null afterwards.
 const USER_DS: u32 = 0x2b;
+const USER_SS: u16 = 0x2b;
 
 /// The mode the instruction runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +78,81 @@ pub enum NativeMode {
     /// Compatibility mode: Linux's 32-bit user code segment (CS 0x23, D = 1)
     /// with DS = ES = SS = 0x2b, flat 4 GiB segments, under the same paging.
     Compatibility,
+    /// Compatibility mode with DS = ES = [`LDT_DATA_SELECTOR`] and SS =
+    /// [`LDT_STACK_SELECTOR`]: LDT data segments with their own base, limit,
+    /// granularity, direction and rights, so segment checks run natively.
+    Segmented {
+        data: DataSegment,
+        stack: DataSegment,
+    },
+}
+
+/// A 32-bit (D/B = 1) DPL-3 data segment for the LDT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataSegment {
+    pub base: u32,
+    /// The 20-bit limit field.
+    pub limit: u32,
+    /// G: the limit counts 4 KiB pages.
+    pub page_granular: bool,
+    pub expand_down: bool,
+    pub writable: bool,
+}
+
+impl DataSegment {
+    /// The limit in bytes, as VMX stores it.
+    pub fn byte_limit(&self) -> u32 {
+        if self.page_granular {
+            (self.limit << 12) | 0xfff
+        } else {
+            self.limit
+        }
+    }
+
+    /// The 4-bit descriptor type (accessed set, as Linux installs it).
+    pub fn descriptor_type(&self) -> u32 {
+        1 | u32::from(self.writable) << 1 | u32::from(self.expand_down) << 2
+    }
+}
+
+/// LDT entry 0 (RPL 3), loaded into DS and ES in [`NativeMode::Segmented`].
+pub const LDT_DATA_SELECTOR: u16 = 0x07;
+/// LDT entry 1 (RPL 3), loaded into SS in [`NativeMode::Segmented`].
+pub const LDT_STACK_SELECTOR: u16 = 0x0f;
+
+/// Installs `segment` as LDT entry `entry` (Linux's `modify_ldt`).
+fn install_ldt_entry(entry: u32, segment: DataSegment) {
+    /// Linux's `struct user_desc`.
+    #[repr(C)]
+    struct UserDesc {
+        entry_number: u32,
+        base_addr: u32,
+        limit: u32,
+        flags: u32,
+    }
+    // seg_32bit (bit 0), contents (bits 1-2: 1 = expand-down data),
+    // read_exec_only (bit 3), limit_in_pages (bit 4).
+    let flags = 1
+        | u32::from(segment.expand_down) << 1
+        | u32::from(!segment.writable) << 3
+        | u32::from(segment.page_granular) << 4;
+    let descriptor = UserDesc {
+        entry_number: entry,
+        base_addr: segment.base,
+        limit: segment.limit,
+        flags,
+    };
+    // SAFETY: modify_ldt(0x11, desc, size) reads one user_desc; it changes
+    // only this process's LDT, which nothing but the sandbox uses.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_modify_ldt,
+            0x11,
+            &descriptor as *const UserDesc,
+            size_of::<UserDesc>(),
+        )
+    };
+    assert_eq!(result, 0, "modify_ldt failed");
 }
 
 /// Registers in, or out of, a native run.
@@ -268,7 +345,11 @@ impl Sandbox {
                 code.extend_from_slice(&back.to_le_bytes());
                 ENTRY_OFFSET
             }
-            NativeMode::Compatibility => {
+            NativeMode::Compatibility | NativeMode::Segmented { .. } => {
+                if let NativeMode::Segmented { data, stack } = mode {
+                    install_ldt_entry(0, data);
+                    install_ldt_entry(1, stack);
+                }
                 // jmp far 0x33:exit (EA ptr16:32), back to 64-bit mode.
                 code.push(0xea);
                 code.extend_from_slice(&((CODE_BASE + EXIT_OFFSET) as u32).to_le_bytes());
@@ -277,7 +358,11 @@ impl Sandbox {
                     FAR_POINTER,
                     INSTRUCTION_ADDRESS | u64::from(USER_CS32) << 32,
                 );
-                COMPATIBILITY_ENTRY_OFFSET
+                if mode == NativeMode::Compatibility {
+                    COMPATIBILITY_ENTRY_OFFSET
+                } else {
+                    SEGMENTED_ENTRY_OFFSET
+                }
             }
         };
         // SAFETY: the code page is mapped writable and executable; the
@@ -376,6 +461,17 @@ fn write_stubs() {
 fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
     let entry = entry_stub(NativeMode::Long)?;
     let compatibility_entry = entry_stub(NativeMode::Compatibility)?;
+    let flat = DataSegment {
+        base: 0,
+        limit: 0xf_ffff,
+        page_granular: true,
+        expand_down: false,
+        writable: true,
+    };
+    let segmented_entry = entry_stub(NativeMode::Segmented {
+        data: flat,
+        stack: flat,
+    })?;
 
     // Exit: save GPRs (MOV and LEA leave the flags alone), then the flags and
     // vectors, reset the flags for the host and return to it.
@@ -405,6 +501,7 @@ fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
     Ok(vec![
         (ENTRY_OFFSET, entry),
         (COMPATIBILITY_ENTRY_OFFSET, compatibility_entry),
+        (SEGMENTED_ENTRY_OFFSET, segmented_entry),
         (EXIT_OFFSET, exit.assemble(CODE_BASE + EXIT_OFFSET)?),
         (
             FAULT_EXIT_OFFSET,
@@ -430,10 +527,20 @@ fn entry_stub(mode: NativeMode) -> Result<Vec<u8>, IcedError> {
             ymmword_ptr(CONTEXT_BASE + IN_YMM + 32 * index as u64),
         )?;
     }
-    if mode == NativeMode::Compatibility {
-        entry.mov(eax, USER_DS)?;
-        entry.mov(ds, ax)?;
-        entry.mov(es, ax)?;
+    match mode {
+        NativeMode::Long => {}
+        NativeMode::Compatibility => {
+            entry.mov(eax, USER_DS)?;
+            entry.mov(ds, ax)?;
+            entry.mov(es, ax)?;
+        }
+        NativeMode::Segmented { .. } => {
+            entry.mov(eax, u32::from(LDT_DATA_SELECTOR))?;
+            entry.mov(ds, ax)?;
+            entry.mov(es, ax)?;
+            entry.mov(eax, u32::from(LDT_STACK_SELECTOR))?;
+            entry.mov(ss, ax)?;
+        }
     }
     for (index, register) in GPRS.iter().enumerate() {
         if *register != rsp {
@@ -443,18 +550,24 @@ fn entry_stub(mode: NativeMode) -> Result<Vec<u8>, IcedError> {
     entry.mov(rsp, context(IN_GPRS + 8 * 4))?;
     match mode {
         NativeMode::Long => entry.jmp(INSTRUCTION_ADDRESS)?,
-        NativeMode::Compatibility => entry.jmp(fword_ptr(CONTEXT_BASE + FAR_POINTER))?,
+        NativeMode::Compatibility | NativeMode::Segmented { .. } => {
+            entry.jmp(fword_ptr(CONTEXT_BASE + FAR_POINTER))?
+        }
     }
     let offset = match mode {
         NativeMode::Long => ENTRY_OFFSET,
         NativeMode::Compatibility => COMPATIBILITY_ENTRY_OFFSET,
+        NativeMode::Segmented { .. } => SEGMENTED_ENTRY_OFFSET,
     };
     entry.assemble(CODE_BASE + offset)
 }
 
 fn return_to_host(code: &mut CodeAssembler) -> Result<(), IcedError> {
     code.vzeroupper()?;
-    // Null DS and ES again (compatibility mode loaded 0x2b).
+    // Linux's user SS, and null DS and ES again (compatibility mode loaded
+    // others).
+    code.mov(eax, u32::from(USER_SS))?;
+    code.mov(ss, ax)?;
     code.xor(eax, eax)?;
     code.mov(ds, ax)?;
     code.mov(es, ax)?;
