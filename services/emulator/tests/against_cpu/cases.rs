@@ -158,18 +158,35 @@ fn pick_target(rng: &mut Rng, size: u64, allow_noncanonical: bool) -> u64 {
     DATA_BASE + offset
 }
 
+/// What shapes a form's memory operand may take.
+struct OperandRules {
+    /// The form is PUSH/POP: RSP is the stack pointer, not an address register.
+    avoid_rsp: bool,
+    /// A moffs operand: an absolute address only.
+    moffs: bool,
+    /// The form takes 32-bit addresses only.
+    force_address32: bool,
+    /// 64 or 32 (the code size).
+    bits: u32,
+    /// The base of DS, ES and SS.
+    default_base: u64,
+}
+
 /// A memory operand addressing `target`, setting the address registers it
 /// uses in `gprs`; returns the operand and the registers it reserved.
 fn memory_operand(
     rng: &mut Rng,
     target: u64,
     gprs: &mut [u64; 16],
-    avoid_rsp: bool,
-    moffs: bool,
-    force_address32: bool,
-    bits: u32,
-    default_base: u64,
+    rules: OperandRules,
 ) -> (MemoryOperand, Vec<usize>) {
+    let OperandRules {
+        avoid_rsp,
+        moffs,
+        force_address32,
+        bits,
+        default_base,
+    } = rules;
     let target = offset_of(target, default_base, bits);
     let canonical = target < 0x0000_8000_0000_0000;
     if moffs {
@@ -611,16 +628,14 @@ fn operand_case(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -
             | K::xmm_or_mem
             | K::ymm_or_mem
             | K::mem_offs => {
-                let (memory, used) = memory_operand(
-                    rng,
-                    target,
-                    &mut input.gprs,
-                    stack,
-                    *kind == K::mem_offs,
-                    code == Code::Movdir64b_r32_m512,
+                let rules = OperandRules {
+                    avoid_rsp: stack,
+                    moffs: *kind == K::mem_offs,
+                    force_address32: code == Code::Movdir64b_r32_m512,
                     bits,
-                    default_base(mode),
-                );
+                    default_base: default_base(mode),
+                };
+                let (memory, used) = memory_operand(rng, target, &mut input.gprs, rules);
                 reserved.extend(used);
                 memory_target = Some(target);
                 Operand::Memory(memory)

@@ -395,7 +395,7 @@ fn every_required_form_valid_outside_64_bit_mode_matches_the_host_cpu_in_compati
 fn random_segments(rng: &mut Rng) -> NativeMode {
     let base =
         emulator_testkit::native::DATA_BASE as u32 - rng.pick(&[0u32, 0x1000, 0x10, 0x2_0000]);
-    let mut segment = |rng: &mut Rng, writable: bool| {
+    let segment = |rng: &mut Rng, writable: bool| {
         let expand_down = rng.chance(1, 4);
         let (limit, page_granular) = match rng.below(4) {
             0 => (0xf_ffff, true),
