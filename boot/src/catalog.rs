@@ -73,6 +73,20 @@ pub const GUESTS: &[Guest] = &[
                           cordon.x2apic=hide",
         guest_command_line: "smp",
     },
+    // The same guest waking the APs with SIPI-SIPI only (Cordon parks every vCPU in
+    // wait-for-SIPI): Bochs 2.7 keeps an INIT pending after turning it into a VM exit,
+    // so an INIT leaves the AP's vCPU unable to run there.
+    Guest {
+        name: "smp-sipi",
+        binary: CrateBinary {
+            package: "experiments-guest",
+            bin: "smp-sipi-guest",
+            features: &[],
+        },
+        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
+                          cordon.x2apic=hide",
+        guest_command_line: "smp-sipi",
+    },
     Guest {
         name: "handoff",
         binary: CrateBinary {

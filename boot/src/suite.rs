@@ -84,6 +84,15 @@ const BOOTS: &[BootCase] = &[
         )
     },
     BootCase {
+        guest: "smp-sipi",
+        cpus: 4,
+        ..case(
+            "smp guest with SIPI-SIPI only (no INIT), 4 CPUs (bochs)",
+            "test-smp-sipi",
+            "emulator",
+        )
+    },
+    BootCase {
         guest: "handoff",
         cpus: 3,
         ..case(

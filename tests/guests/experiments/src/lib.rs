@@ -7,7 +7,6 @@
 #[cfg(test)]
 extern crate std;
 
-pub mod bootinfo;
 pub mod faults;
 pub mod handoff;
 pub mod report;

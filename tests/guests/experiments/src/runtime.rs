@@ -129,23 +129,6 @@ pub fn wait_until(timeout_ticks: u64, done: impl Fn() -> bool) -> bool {
     true
 }
 
-/// The guest's command line (multiboot2 tag 1), or "" if there is none.
-///
-/// # Safety
-/// `info` must be the physical address of the multiboot2 information block the loader
-/// passed, identity-mapped and unchanged while the guest runs.
-pub unsafe fn command_line(info: u32) -> &'static str {
-    if info == 0 {
-        return "";
-    }
-    // SAFETY: the caller vouches for the block; its size is read first and bounded.
-    let total = unsafe { core::ptr::read_volatile(info as usize as *const u32) } as usize;
-    // SAFETY: as above, `total` bytes (at most 64 KiB) of the block.
-    let block =
-        unsafe { core::slice::from_raw_parts(info as usize as *const u8, total.min(0x1_0000)) };
-    crate::bootinfo::command_line(block).unwrap_or("")
-}
-
 /// Ends the run at once as a failure (reason printed in the RESULT line).
 pub fn fail_now(reason: fmt::Arguments<'_>) -> ! {
     serial_println!("RESULT: FAIL {}: {reason}", guest_name());

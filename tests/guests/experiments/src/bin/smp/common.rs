@@ -4,12 +4,11 @@
 //! -> protected -> long mode through guest-support's trampoline at 0x8000 and reports
 //! the APIC ID it reads from the emulated LAPIC ID register against CPUID's. Passes when
 //! every AP the MADT lists reported a consistent, distinct ID; x2APIC must be hidden.
-#![no_std]
-#![no_main]
+//!
+//! Shared by the `smp` binary (INIT-SIPI-SIPI) and `smp-sipi` (SIPI-SIPI only).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use experiments_guest::bootinfo;
 use experiments_guest::runtime;
 use guest_support::acpi;
 use guest_support::cpu;
@@ -17,9 +16,6 @@ use guest_support::platform::LAPIC_ID;
 use guest_support::serial_println;
 use guest_support::smp::{self, MAX_APS, StartupSequence};
 use guest_support::trapped::TrappedMemory;
-
-// The mem* symbols libcore needs come from `baremetal`.
-use baremetal as _;
 
 const NAME: &str = "smp";
 /// CPUID.1:ECX bit 21: x2APIC.
@@ -90,17 +86,9 @@ fn ap_main(slot: u32) -> ! {
     cpu::halt_forever()
 }
 
-#[unsafe(no_mangle)]
-extern "C" fn guest_main64(_multiboot_magic: u32, multiboot_info: u32) -> ! {
+/// The BSP's part: checks, AP start-up with `sequence`, the reports.
+pub fn bsp_main(sequence: StartupSequence) -> ! {
     let mut checks = runtime::begin(NAME);
-    // SAFETY: the loader's information block, identity-mapped, never written.
-    let command_line = unsafe { runtime::command_line(multiboot_info) };
-    // `sipi-only` skips the INIT (Cordon parks every vCPU in wait-for-SIPI already).
-    let sequence = if bootinfo::has_word(command_line, "sipi-only") {
-        StartupSequence::SipiSipi
-    } else {
-        StartupSequence::InitSipiSipi
-    };
     let mut memory = TrappedMemory::new();
 
     let ecx = cpu::cpuid(1, 0).ecx;
