@@ -12,6 +12,10 @@
 //! non-canonical address gets the emulator's #GP(0); a load from a non-canonical
 //! address is the CPU's own #GP(0).
 //!
+//! A REP MOVSB that runs into the limit has its first iterations retired by the
+//! emulator with EIP kept (the core counts that as a retry, not a retired instruction),
+//! and its re-execution faulted by the emulator.
+//!
 //! Counting: an instruction the emulator faults is an injected exception, not a
 //! retired instruction, so only the accesses that went through are counted.
 #![no_std]
@@ -34,6 +38,7 @@ const NAME: &str = "segments";
 /// The trapped word MOVS and PUSH read first.
 const SOURCE: usize = VGA_TEXT_BASE + 0x800;
 const SOURCE_VALUE: u32 = 0x5eed_0800;
+const SOURCE_HIGH_VALUE: u32 = 0x0bad_cafe;
 const SMALL_VALUE: u32 = 0x5a5a_0001;
 const RO_VALUE: u32 = 0x0e0e_0003;
 const EXPAND_DOWN_VALUE: u32 = 0x0d0d_0006;
@@ -67,7 +72,7 @@ const GP: u8 = vector::GENERAL_PROTECTION;
 const SS: u8 = vector::STACK_SEGMENT;
 
 /// The 32-bit cases, in phase32.s order.
-const CASES32: [FaultCase; 12] = [
+const CASES32: [FaultCase; 13] = [
     value("small-in-limit-store", SMALL_VALUE as u64),
     fault("small-beyond-limit-mov", GP, Path::Cpu),
     fault("small-beyond-limit-movs-dest", GP, Path::Emulator),
@@ -84,7 +89,10 @@ const CASES32: [FaultCase; 12] = [
         SS,
         Path::Emulator,
     ),
+    fault("rep-movsb-runs-into-the-limit", GP, Path::Emulator),
 ];
+/// Index of the REP MOVSB case, whose record's value is EDI at the fault.
+const REP_CASE: usize = 12;
 
 /// The 64-bit cases.
 const CASES64: [FaultCase; 3] = [
@@ -92,7 +100,7 @@ const CASES64: [FaultCase; 3] = [
     fault("movsq-trapped-to-non-canonical", GP, Path::Emulator),
     value(
         "movsq-trapped-to-trapped",
-        (SOURCE_VALUE as u64) | (0x0bad_cafe_u64 << 32),
+        (SOURCE_VALUE as u64) | ((SOURCE_HIGH_VALUE as u64) << 32),
     ),
 ];
 
@@ -109,6 +117,7 @@ struct Record32 {
 unsafe extern "C" {
     static seg_records: [Record32; CASES32.len()];
     static seg_trapped: u32;
+    static seg_rep_copied: [u32; 2];
 }
 
 core::arch::global_asm!(
@@ -116,6 +125,7 @@ core::arch::global_asm!(
     CASES = const CASES32.len(),
     SOURCE = const SOURCE,
     SOURCE_VALUE = const SOURCE_VALUE,
+    SOURCE_HIGH_VALUE = const SOURCE_HIGH_VALUE,
     SMALL_VALUE = const SMALL_VALUE,
     RO_VALUE = const RO_VALUE,
     EXPAND_DOWN_VALUE = const EXPAND_DOWN_VALUE,
@@ -161,10 +171,11 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
 
     // SAFETY: written by the 32-bit phase, which finished before long mode; volatile
     // because Rust did not see the writes.
-    let (records, trapped32) = unsafe {
+    let (records, trapped32, rep_copied) = unsafe {
         (
             read_volatile(addr_of!(seg_records)),
             read_volatile(addr_of!(seg_trapped)),
+            read_volatile(addr_of!(seg_rep_copied)),
         )
     };
     memory.add_counted_elsewhere(trapped32);
@@ -179,12 +190,23 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
             format_args!("{judged}"),
         );
     }
+    // The REP MOVSB's first 8 bytes went through before the fault, and only they.
+    let rep_edi = records[REP_CASE].value;
+    let expected_copy = [SOURCE_VALUE, SOURCE_HIGH_VALUE];
+    checks.check(
+        "[32] rep-movsb-progress-before-the-fault",
+        rep_edi == 0x100 && rep_copied == expected_copy,
+        format_args!(
+            "edi={rep_edi:#x} (expected 0x100) copied=[{:#x}, {:#x}] (expected [{:#x}, {:#x}])",
+            rep_copied[0], rep_copied[1], expected_copy[0], expected_copy[1]
+        ),
+    );
 
     // SAFETY (all probes below): VGA text memory is trapped device memory no Rust
     // reference covers; the non-canonical address faults before anything is written.
     unsafe {
         memory.store_u32(SOURCE, SOURCE_VALUE);
-        memory.store_u32(SOURCE + 4, 0x0bad_cafe);
+        memory.store_u32(SOURCE + 4, SOURCE_HIGH_VALUE);
     }
     let outcomes = [
         timed(|| unsafe { idt::probe_load_u8(NON_CANONICAL as usize) }.map(u64::from)),

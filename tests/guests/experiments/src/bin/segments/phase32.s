@@ -66,6 +66,9 @@ seg_records:
     .global seg_trapped
 seg_trapped:
     .long 0
+    .global seg_rep_copied
+seg_rep_copied:                         /* the 8 bytes case 12 copied, read back flat */
+    .long 0, 0
 seg_current:                            /* the record of the running case */
     .long 0
 seg_saved_esp:
@@ -298,6 +301,25 @@ guest_phase32:
     CASE_BEGIN 11
     RING3 seg_ring3_push_memory, 0x4b, 0x2
     CASE_END
+
+/* 12 rep-movsb-into-limit: 16 bytes from the trapped source to ES:0xf8 (small, limit
+ * 0xff): the emulator copies 8, retires them with EIP kept, and faults the 9th; the
+ * record's value is EDI at the fault (0x100 when exactly 8 bytes went through). */
+    SEG_TRAPPED movl ${SOURCE_HIGH_VALUE}, {SOURCE} + 4
+    mov $0x20, %ax
+    mov %ax, %es
+    mov ${SOURCE}, %esi
+    mov $0xf8, %edi
+    mov $16, %ecx
+    CASE_BEGIN 12
+    rep movsb
+    CASE_END
+    mov seg_current, %ecx
+    mov %edi, 12(%ecx)
+    SEG_TRAPPED mov 0xb81f8, %eax
+    mov %eax, seg_rep_copied
+    SEG_TRAPPED mov 0xb81fc, %eax
+    mov %eax, seg_rep_copied + 4
 
     lgdt guest_gdt_pointer
     ljmp $0x08, $3f
