@@ -3,8 +3,8 @@
 //! harness's.
 
 use emulator_testkit::native::{
-    DATA_BASE, GUARD_PAGE, NativeMode, NativeOutcome, NativeState, READ_ONLY_PAGE, WRITABLE_PAGES,
-    with_sandbox,
+    DATA_BASE, DataSegment, GUARD_PAGE, NativeMode, NativeOutcome, NativeState, READ_ONLY_PAGE,
+    WRITABLE_PAGES, with_sandbox,
 };
 
 fn state() -> NativeState {
@@ -162,5 +162,49 @@ fn compatibility_mode_runs_32_bit_code_and_recovers_from_faults() {
             panic!("inc rax faulted after a compatibility-mode fault");
         };
         assert_eq!(output.gprs[0], 42);
+    });
+}
+
+#[test]
+fn a_16_bit_ldt_code_segment_runs_16_bit_code() {
+    with_sandbox(|sandbox| {
+        let flat = DataSegment {
+            base: 0,
+            limit: 0xf_ffff,
+            page_granular: true,
+            expand_down: false,
+            writable: true,
+            big: true,
+        };
+        let mode = NativeMode::Segmented {
+            data: flat,
+            stack: flat,
+            code16: true,
+        };
+        let mut input = state();
+        input.gprs[0] = 0x1_ffff;
+        // 0x40 is INC AX in 16-bit code: the carry stays out of EAX's upper half.
+        let NativeOutcome::Completed(output) = sandbox.run_in(mode, &[0x40], &input) else {
+            panic!("inc ax faulted in 16-bit code");
+        };
+        assert_eq!(output.gprs[0] as u32, 0x1_0000);
+        // mov ax, [bx+si] with a 16-bit address: BX + SI wraps at 64 KiB.
+        let mut data = vec![0u8; (WRITABLE_PAGES * 4096) as usize];
+        data[0x10..0x12].copy_from_slice(&0xbeefu16.to_le_bytes());
+        sandbox.set_writable_data(&data);
+        let mode = NativeMode::Segmented {
+            data: DataSegment {
+                base: DATA_BASE as u32,
+                ..flat
+            },
+            stack: flat,
+            code16: true,
+        };
+        input.gprs[3] = 0xfff8;
+        input.gprs[6] = 0x18;
+        let NativeOutcome::Completed(output) = sandbox.run_in(mode, &[0x8b, 0x00], &input) else {
+            panic!("mov ax, [bx+si] faulted");
+        };
+        assert_eq!(output.gprs[0] as u16, 0xbeef);
     });
 }

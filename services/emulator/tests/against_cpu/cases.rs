@@ -7,7 +7,7 @@
 use crate::forms::{Form, Shape};
 use emulator_testkit::Rng;
 use emulator_testkit::native::{
-    DATA_BASE, GUARD_PAGE, INSTRUCTION_ADDRESS, NativeMode, NativeState, READ_ONLY_PAGE,
+    CODE16_IP, DATA_BASE, GUARD_PAGE, INSTRUCTION_ADDRESS, NativeMode, NativeState, READ_ONLY_PAGE,
     WRITABLE_PAGES, host_segment_bases,
 };
 use emulator_testkit::state::rflags;
@@ -73,7 +73,16 @@ pub fn gpr_index(register: Register) -> Option<usize> {
 pub fn bits(mode: NativeMode) -> u32 {
     match mode {
         NativeMode::Long => 64,
+        NativeMode::Segmented { code16: true, .. } => 16,
         NativeMode::Compatibility | NativeMode::Segmented { .. } => 32,
+    }
+}
+
+/// Where the instruction starts: its offset in the code segment.
+pub fn instruction_pointer(mode: NativeMode) -> u64 {
+    match mode {
+        NativeMode::Segmented { code16: true, .. } => CODE16_IP,
+        _ => INSTRUCTION_ADDRESS,
     }
 }
 
@@ -88,7 +97,7 @@ fn default_base(mode: NativeMode) -> u64 {
 
 /// The offset that reaches linear `target` through a segment at `base`.
 fn offset_of(target: u64, base: u64, bits: u32) -> u64 {
-    if bits == 32 {
+    if bits != 64 {
         target.wrapping_sub(base) & 0xffff_ffff
     } else {
         target
@@ -104,7 +113,7 @@ fn random_register(rng: &mut Rng, size: u32, bits: u32) -> Register {
         8 => base,
         4 => Register::EAX + index as u32,
         2 => Register::AX + index as u32,
-        _ if bits == 32 => {
+        _ if bits != 64 => {
             // AL, CL, DL, BL, AH, CH, DH, BH.
             Register::AL + index as u32 % 4 + if index >= 4 { 4 } else { 0 }
         }
@@ -158,6 +167,80 @@ fn pick_target(rng: &mut Rng, size: u64, allow_noncanonical: bool) -> u64 {
     DATA_BASE + offset
 }
 
+/// A 16-bit-address memory operand ([BX+SI], [BP+DI], [SI], [BP], [disp16],
+/// ...) reaching offset `target` (below 64 KiB).
+fn memory_operand16(
+    rng: &mut Rng,
+    target: u64,
+    gprs: &mut [u64; 16],
+) -> (MemoryOperand, Vec<usize>) {
+    const RBX: usize = 3;
+    const RBP: usize = 5;
+    const FORMS: [&[usize]; 9] = [
+        &[RBX, RSI],
+        &[RBX, RDI],
+        &[RBP, RSI],
+        &[RBP, RDI],
+        &[RSI],
+        &[RDI],
+        &[RBP],
+        &[RBX],
+        &[],
+    ];
+    let registers = rng.pick(&FORMS);
+    if registers.is_empty() {
+        let operand = MemoryOperand::new(
+            Register::None,
+            Register::None,
+            1,
+            target as i64,
+            2,
+            false,
+            Register::None,
+        );
+        return (operand, vec![]);
+    }
+    let displacement: i64 = match rng.below(3) {
+        0 => 0,
+        1 => (rng.next_u64() as i8) as i64,
+        _ => (rng.next_u64() as i16) as i64,
+    };
+    let second = if registers.len() == 2 {
+        rng.below(0x1_0000)
+    } else {
+        0
+    };
+    let first = target
+        .wrapping_sub(displacement as u64)
+        .wrapping_sub(second)
+        & 0xffff;
+    let upper = |rng: &mut Rng| rng.next_u64() & 0xffff_ffff_ffff_0000;
+    gprs[registers[0]] = upper(rng) | first;
+    if let Some(index) = registers.get(1) {
+        gprs[*index] = upper(rng) | second;
+    }
+    let register16 = |gpr: usize| Register::AX + gpr as u32;
+    let displ_size = if displacement == 0 {
+        0
+    } else if (-128..128).contains(&displacement) {
+        1
+    } else {
+        2
+    };
+    let operand = MemoryOperand::new(
+        register16(registers[0]),
+        registers
+            .get(1)
+            .map_or(Register::None, |index| register16(*index)),
+        1,
+        displacement,
+        displ_size,
+        false,
+        Register::None,
+    );
+    (operand, registers.to_vec())
+}
+
 /// What shapes a form's memory operand may take.
 struct OperandRules {
     /// The form is PUSH/POP: RSP is the stack pointer, not an address register.
@@ -189,22 +272,31 @@ fn memory_operand(
     } = rules;
     let target = offset_of(target, default_base, bits);
     let canonical = target < 0x0000_8000_0000_0000;
+    let reachable16 = bits == 16 && target < 0x1_0000;
     if moffs {
+        let displ_size = match bits {
+            64 => 8,
+            16 if reachable16 => 2,
+            _ => 4,
+        };
         return (
             MemoryOperand::new(
                 Register::None,
                 Register::None,
                 1,
                 target as i64,
-                if bits == 64 { 8 } else { 4 },
+                displ_size,
                 false,
                 Register::None,
             ),
             vec![],
         );
     }
-    let force_address32 = force_address32 || bits == 32;
-    let choice = if bits == 32 {
+    if reachable16 && !force_address32 && rng.chance(7, 10) {
+        return memory_operand16(rng, target, gprs);
+    }
+    let force_address32 = force_address32 || bits != 64;
+    let choice = if bits != 64 {
         10 + rng.below(90)
     } else if force_address32 {
         100
@@ -370,10 +462,10 @@ fn build(code: Code, operands: &[Operand]) -> Option<Instruction> {
     result.ok()
 }
 
-/// Sometimes puts up to three redundant segment prefixes (ES, CS, SS, DS:
-/// all without effect in 64-bit mode) in front of an encoding, as long as
-/// it stays within 15 bytes.
-fn with_redundant_prefixes(rng: &mut Rng, bytes: Vec<u8>) -> Vec<u8> {
+/// Sometimes puts up to three extra segment prefixes (ES, CS, SS, DS: all
+/// without effect in 64-bit mode; the last one counts in 32- and 16-bit
+/// code) in front of an encoding, as long as it stays within 15 bytes.
+fn with_redundant_prefixes(rng: &mut Rng, bytes: Vec<u8>, bits: u32) -> Vec<u8> {
     if !rng.chance(15, 100) {
         return bytes;
     }
@@ -381,16 +473,26 @@ fn with_redundant_prefixes(rng: &mut Rng, bytes: Vec<u8>) -> Vec<u8> {
     if bytes.len() + count > 15 {
         return bytes;
     }
-    let mut prefixed: Vec<u8> = (0..count)
-        .map(|_| rng.pick(&[0x26, 0x2e, 0x36, 0x3e]))
-        .collect();
+    // In 16-bit code CS is based at the sandbox's code page, so a CS
+    // override would reach the context page, which the guest does not mirror.
+    let prefixes: &[u8] = if bits == 16 {
+        &[0x26, 0x36, 0x3e]
+    } else {
+        &[0x26, 0x2e, 0x36, 0x3e]
+    };
+    let mut prefixed: Vec<u8> = (0..count).map(|_| rng.pick(prefixes)).collect();
     prefixed.extend(bytes);
     prefixed
 }
 
 fn encode(instruction: &Instruction, bits: u32) -> Option<Vec<u8>> {
     let mut encoder = Encoder::new(bits);
-    encoder.encode(instruction, INSTRUCTION_ADDRESS).ok()?;
+    let ip = if bits == 16 {
+        CODE16_IP
+    } else {
+        INSTRUCTION_ADDRESS
+    };
+    encoder.encode(instruction, ip).ok()?;
     let bytes = encoder.take_buffer();
     (bytes.len() <= 15).then_some(bytes)
 }
@@ -499,10 +601,11 @@ fn string_case(form: Form, mode: NativeMode, rng: &mut Rng) -> Option<Case> {
     let bits = bits(mode);
     let code = form.code;
     let mnemonic = code.mnemonic();
-    let address_size = if bits == 32 || rng.chance(15, 100) {
-        32
-    } else {
-        64
+    let address_size = match bits {
+        16 if rng.chance(7, 10) => 16,
+        16 | 32 => 32,
+        _ if rng.chance(15, 100) => 32,
+        _ => 64,
     };
     let rep = match rng.below(3) {
         0 => RepPrefixKind::None,
@@ -548,7 +651,7 @@ fn string_case(form: Form, mode: NativeMode, rng: &mut Rng) -> Option<Case> {
         _ => return None,
     }
     .ok()?;
-    let bytes = with_redundant_prefixes(rng, encode(&instruction, bits)?);
+    let bytes = with_redundant_prefixes(rng, encode(&instruction, bits)?, bits);
     let size = memory_size(code);
     let mut input = random_state(rng);
     let data = random_data(rng);
@@ -570,11 +673,17 @@ fn string_case(form: Form, mode: NativeMode, rng: &mut Rng) -> Option<Case> {
     input.gprs[RSI] = offset_of(source, default_base(mode), bits);
     input.gprs[RDI] = offset_of(destination, default_base(mode), bits);
     input.gprs[RCX] = count;
-    if address_size == 32 {
+    if address_size != 64 {
+        let mask = if address_size == 16 {
+            0xffff
+        } else {
+            0xffff_ffff
+        };
         for register in [RSI, RDI, RCX] {
-            input.gprs[register] = (input.gprs[register] & 0xffff_ffff) | (rng.next_u64() << 32);
+            input.gprs[register] = (input.gprs[register] & mask) | (rng.next_u64() & !mask);
         }
     }
+
     Some(Case {
         form,
         mode,
@@ -753,7 +862,7 @@ fn operand_case(form: Form, mode: NativeMode, rng: &mut Rng, read_only: &[u8]) -
     if op_code.can_use_lock_prefix() && mnemonic != Mnemonic::Xchg && rng.chance(1, 2) {
         instruction.set_has_lock_prefix(true);
     }
-    let bytes = with_redundant_prefixes(rng, encode(&instruction, bits)?);
+    let bytes = with_redundant_prefixes(rng, encode(&instruction, bits)?, bits);
     check_address(&bytes, &input.gprs, memory_target, mode)?;
     Some(Case {
         form,
@@ -800,7 +909,8 @@ fn check_address(
     let Some(target) = target else {
         return Some(());
     };
-    let mut decoder = Decoder::with_ip(bits, bytes, INSTRUCTION_ADDRESS, DecoderOptions::NONE);
+    let mut decoder =
+        Decoder::with_ip(bits, bytes, instruction_pointer(mode), DecoderOptions::NONE);
     let decoded = decoder.decode();
     let operand =
         (0..decoded.op_count()).find(|operand| decoded.op_kind(*operand) == OpKind::Memory)?;
@@ -816,10 +926,10 @@ fn check_address(
         }
         gpr_index(register).map(|index| {
             let value = gprs[index];
-            if register.size() == 4 {
-                value & 0xffff_ffff
-            } else {
-                value
+            match register.size() {
+                4 => value & 0xffff_ffff,
+                2 => value & 0xffff,
+                _ => value,
             }
         })
     })?;

@@ -9,10 +9,11 @@ use crate::cases::Case;
 use abi::{ExitMessage, Segment, SegmentRegister};
 use emulator_testkit::drive::{Driven, drive};
 use emulator_testkit::native::{
-    CODE_BASE, DATA_BASE, INSTRUCTION_ADDRESS, LDT_DATA_SELECTOR, LDT_STACK_SELECTOR, NativeMode,
-    READ_ONLY_PAGE, WRITABLE_PAGES, host_segment_bases, host_selectors, host_xcr0,
+    CODE_BASE, CODE16_IP, DATA_BASE, INSTRUCTION_ADDRESS, LDT_CODE16_SELECTOR, LDT_DATA_SELECTOR,
+    LDT_STACK_SELECTOR, NativeMode, READ_ONLY_PAGE, WRITABLE_PAGES, host_segment_bases,
+    host_selectors, host_xcr0,
 };
-use emulator_testkit::state::{compatibility_mode, segment};
+use emulator_testkit::state::{compatibility_mode, segment, segment_type};
 use emulator_testkit::{FRAME_SIZE, PageAttributes, PagingMode, Scene};
 use std::sync::atomic::Ordering;
 
@@ -83,11 +84,11 @@ impl EmulatedSide {
                 let [_, _, _, _, fs, gs] = self.selectors;
                 [0x2b, 0x23, 0x2b, 0x2b, fs, gs]
             }
-            NativeMode::Segmented { .. } => {
+            NativeMode::Segmented { code16, .. } => {
                 let [_, _, _, _, fs, gs] = self.selectors;
                 [
                     LDT_DATA_SELECTOR,
-                    0x23,
+                    if code16 { LDT_CODE16_SELECTOR } else { 0x23 },
                     LDT_STACK_SELECTOR,
                     LDT_DATA_SELECTOR,
                     fs,
@@ -102,7 +103,24 @@ impl EmulatedSide {
         let (fs, gs) = host_segment_bases();
         exit.state.segments[Segment::Fs as usize].base = fs;
         exit.state.segments[Segment::Gs as usize].base = gs;
-        if let NativeMode::Segmented { data, stack } = case.mode {
+        if let NativeMode::Segmented {
+            data,
+            stack,
+            code16,
+        } = case.mode
+        {
+            if code16 {
+                // The sandbox's 16-bit code segment: base CODE_BASE, 64 KiB.
+                exit.state.segments[Segment::Cs as usize] = segment(
+                    LDT_CODE16_SELECTOR,
+                    CODE_BASE,
+                    0xffff,
+                    segment_type::CODE_XR,
+                    3,
+                    0,
+                );
+                exit.state.rip = CODE16_IP;
+            }
             for (index, descriptor) in [
                 (Segment::Es, data),
                 (Segment::Ds, data),
@@ -116,12 +134,15 @@ impl EmulatedSide {
                     descriptor.byte_limit(),
                     descriptor.descriptor_type(),
                     3,
-                    SegmentRegister::AR_DB
-                        | if descriptor.page_granular {
-                            SegmentRegister::AR_G
-                        } else {
-                            0
-                        },
+                    if descriptor.big {
+                        SegmentRegister::AR_DB
+                    } else {
+                        0
+                    } | if descriptor.page_granular {
+                        SegmentRegister::AR_G
+                    } else {
+                        0
+                    },
                 );
             }
         }

@@ -6,9 +6,7 @@
 use crate::cases::{Case, gpr_index};
 use crate::emulated::Emulated;
 use emulator_testkit::drive::Driven;
-use emulator_testkit::native::{
-    CODE_BASE, DATA_BASE, DATA_PAGES, INSTRUCTION_ADDRESS, NativeMode, NativeOutcome,
-};
+use emulator_testkit::native::{CODE_BASE, DATA_BASE, DATA_PAGES, NativeMode, NativeOutcome};
 use emulator_testkit::state::rflags;
 use iced_x86::{Mnemonic, OpKind, Register};
 use std::fmt::Write;
@@ -233,7 +231,7 @@ pub fn evaluate(
                 masks.gprs,
                 case.mode,
             );
-            let rip = INSTRUCTION_ADDRESS + case.bytes.len() as u64;
+            let rip = crate::cases::instruction_pointer(case.mode) + case.bytes.len() as u64;
             if state.rip != rip {
                 let _ = write!(
                     differences,

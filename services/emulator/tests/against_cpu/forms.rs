@@ -365,3 +365,11 @@ pub fn compatibility_mode_forms() -> Vec<Form> {
         .filter(|form| form.code.op_code().mode32() && form.code != Code::Movdir64b_r16_m512)
         .collect()
 }
+
+/// The required forms that exist in 16-bit code (a 16-bit code segment).
+pub fn sixteen_bit_forms() -> Vec<Form> {
+    required_forms()
+        .into_iter()
+        .filter(|form| form.code.op_code().mode16())
+        .collect()
+}

@@ -392,9 +392,14 @@ fn every_required_form_valid_outside_64_bit_mode_matches_the_host_cpu_in_compati
 /// the data region, byte- or page-granular limits that cut through it,
 /// expand-down segments, read-only data segments (never for SS, which must
 /// be writable); SS shares DS's base but not its limit or direction.
-fn random_segments(rng: &mut Rng) -> NativeMode {
-    let base =
-        emulator_testkit::native::DATA_BASE as u32 - rng.pick(&[0u32, 0x1000, 0x10, 0x2_0000]);
+fn random_segments(rng: &mut Rng, code16: bool) -> NativeMode {
+    // 16-bit code needs offsets below 64 KiB for 16-bit addresses.
+    let below = if code16 {
+        rng.pick(&[0u32, 0x1000, 0x10, 0x8000])
+    } else {
+        rng.pick(&[0u32, 0x1000, 0x10, 0x2_0000])
+    };
+    let base = emulator_testkit::native::DATA_BASE as u32 - below;
     let segment = |rng: &mut Rng, writable: bool| {
         let expand_down = rng.chance(1, 4);
         let (limit, page_granular) = match rng.below(4) {
@@ -408,12 +413,17 @@ fn random_segments(rng: &mut Rng) -> NativeMode {
             page_granular,
             expand_down,
             writable,
+            big: !rng.chance(1, 4),
         }
     };
     let writable = !rng.chance(1, 6);
     let data = segment(rng, writable);
     let stack = segment(rng, true);
-    NativeMode::Segmented { data, stack }
+    NativeMode::Segmented {
+        data,
+        stack,
+        code16,
+    }
 }
 
 #[test]
@@ -425,7 +435,24 @@ fn segment_checks_match_the_host_cpu_with_ldt_data_segments() {
     };
     let failures = compare_forms(
         &forms::compatibility_mode_forms(),
-        random_segments,
+        |rng| random_segments(rng, false),
+        per_form,
+        seed(),
+        true,
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn sixteen_bit_code_matches_the_host_cpu_with_ldt_segments() {
+    let per_form = if long_run() {
+        LONG_CASES_PER_FORM / 2
+    } else {
+        DEFAULT_CASES_PER_FORM / 2
+    };
+    let failures = compare_forms(
+        &forms::sixteen_bit_forms(),
+        |rng| random_segments(rng, true),
         per_form,
         seed(),
         true,

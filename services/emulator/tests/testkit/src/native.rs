@@ -84,8 +84,16 @@ pub enum NativeMode {
     Segmented {
         data: DataSegment,
         stack: DataSegment,
+        /// Run in a 16-bit LDT code segment ([`LDT_CODE16_SELECTOR`], base
+        /// [`CODE_BASE`], IP [`CODE16_IP`]) instead of Linux's 32-bit one.
+        code16: bool,
     },
 }
+
+/// LDT entry 2 (RPL 3): a 16-bit code segment based at [`CODE_BASE`].
+pub const LDT_CODE16_SELECTOR: u16 = 0x17;
+/// Where the instruction starts in the 16-bit code segment.
+pub const CODE16_IP: u64 = INSTRUCTION_ADDRESS - CODE_BASE;
 
 /// A 32-bit (D/B = 1) DPL-3 data segment for the LDT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +105,8 @@ pub struct DataSegment {
     pub page_granular: bool,
     pub expand_down: bool,
     pub writable: bool,
+    /// D/B: a 32-bit stack pointer for SS, a 4 GiB upper bound when expand-down.
+    pub big: bool,
 }
 
 impl DataSegment {
@@ -122,6 +132,21 @@ pub const LDT_STACK_SELECTOR: u16 = 0x0f;
 
 /// Installs `segment` as LDT entry `entry` (Linux's `modify_ldt`).
 fn install_ldt_entry(entry: u32, segment: DataSegment) {
+    // seg_32bit (bit 0), contents (bits 1-2: 1 = expand-down data),
+    // read_exec_only (bit 3), limit_in_pages (bit 4).
+    let flags = u32::from(segment.big)
+        | u32::from(segment.expand_down) << 1
+        | u32::from(!segment.writable) << 3
+        | u32::from(segment.page_granular) << 4;
+    install_ldt_descriptor(entry, segment.base, segment.limit, flags);
+}
+
+/// Installs the 16-bit code segment (contents 2 = code, readable).
+fn install_code16_entry() {
+    install_ldt_descriptor(2, CODE_BASE as u32, 0xffff, 2 << 1);
+}
+
+fn install_ldt_descriptor(entry: u32, base: u32, limit: u32, flags: u32) {
     /// Linux's `struct user_desc`.
     #[repr(C)]
     struct UserDesc {
@@ -130,16 +155,10 @@ fn install_ldt_entry(entry: u32, segment: DataSegment) {
         limit: u32,
         flags: u32,
     }
-    // seg_32bit (bit 0), contents (bits 1-2: 1 = expand-down data),
-    // read_exec_only (bit 3), limit_in_pages (bit 4).
-    let flags = 1
-        | u32::from(segment.expand_down) << 1
-        | u32::from(!segment.writable) << 3
-        | u32::from(segment.page_granular) << 4;
     let descriptor = UserDesc {
         entry_number: entry,
-        base_addr: segment.base,
-        limit: segment.limit,
+        base_addr: base,
+        limit,
         flags,
     };
     // SAFETY: modify_ldt(0x11, desc, size) reads one user_desc; it changes
@@ -346,18 +365,27 @@ impl Sandbox {
                 ENTRY_OFFSET
             }
             NativeMode::Compatibility | NativeMode::Segmented { .. } => {
-                if let NativeMode::Segmented { data, stack } = mode {
+                let mut target = INSTRUCTION_ADDRESS | u64::from(USER_CS32) << 32;
+                if let NativeMode::Segmented {
+                    data,
+                    stack,
+                    code16,
+                } = mode
+                {
                     install_ldt_entry(0, data);
                     install_ldt_entry(1, stack);
+                    if code16 {
+                        install_code16_entry();
+                        target = CODE16_IP | u64::from(LDT_CODE16_SELECTOR) << 32;
+                        // The 32-bit offset of the far jump back needs 66h.
+                        code.push(0x66);
+                    }
                 }
                 // jmp far 0x33:exit (EA ptr16:32), back to 64-bit mode.
                 code.push(0xea);
                 code.extend_from_slice(&((CODE_BASE + EXIT_OFFSET) as u32).to_le_bytes());
                 code.extend_from_slice(&USER_CS64.to_le_bytes());
-                write_context(
-                    FAR_POINTER,
-                    INSTRUCTION_ADDRESS | u64::from(USER_CS32) << 32,
-                );
+                write_context(FAR_POINTER, target);
                 if mode == NativeMode::Compatibility {
                     COMPATIBILITY_ENTRY_OFFSET
                 } else {
@@ -467,10 +495,12 @@ fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
         page_granular: true,
         expand_down: false,
         writable: true,
+        big: true,
     };
     let segmented_entry = entry_stub(NativeMode::Segmented {
         data: flat,
         stack: flat,
+        code16: false,
     })?;
 
     // Exit: save GPRs (MOV and LEA leave the flags alone), then the flags and
@@ -636,7 +666,9 @@ extern "C" fn sandbox_fault_handler(
     let context = unsafe { &mut *(context as *mut libc::ucontext_t) };
     let registers = &mut context.uc_mcontext.gregs;
     let rip = registers[libc::REG_RIP as usize] as u64;
-    if !(CODE_BASE..CODE_BASE + 0x1000).contains(&rip) {
+    let code_selector = registers[libc::REG_CSGSFS as usize] as u16;
+    let in_code16 = code_selector == LDT_CODE16_SELECTOR && rip < 0x1000;
+    if !(CODE_BASE..CODE_BASE + 0x1000).contains(&rip) && !in_code16 {
         // Not ours: restore the previous action and return, so the fault
         // recurs and reaches it. `try_lock`: never block in a handler.
         if let Ok(previous) = PREVIOUS_ACTIONS.try_lock() {
