@@ -83,6 +83,9 @@ pub struct PerCpu {
     /// Guest and host MSR areas (VM-exit store / VM-entry load, VM-exit load).
     pub msr_area: u64,
     pub state: VcpuState,
+    /// The vCPU was just started by a SIPI and has not exited since (an INIT
+    /// exit now is one the CPU held back while waiting for the SIPI).
+    pub started_by_sipi: bool,
     /// Times the core restarted this CPU's service instance.
     pub restarts: u32,
     /// Restarts since the service last answered an exit.

@@ -18,7 +18,11 @@ pub extern "C" fn handle_vm_exit(cpu: &mut PerCpu) -> ! {
             format_args!("VM entry failed, exit reason {:#x}", exit_reason),
         );
     }
-    match exit_reason & 0xffff {
+    let basic_reason = exit_reason & 0xffff;
+    if basic_reason != reason::INIT {
+        cpu.started_by_sipi = false;
+    }
+    match basic_reason {
         reason::EPT_VIOLATION => crate::forward::ept_violation(cpu),
         reason::CPUID => handle_cpuid(cpu),
         reason::VMCALL => crate::hypercall::handle(cpu),

@@ -8,6 +8,7 @@ use crate::vmx::fields as f;
 use core::fmt;
 
 const INTERRUPTIBILITY_STI_MOVSS: u64 = 0b11;
+const INTERRUPTIBILITY_SMI: u64 = 1 << 2;
 const INTERRUPTION_VALID: u64 = 1 << 31;
 const INTERRUPTION_DELIVER_ERROR_CODE: u64 = 1 << 11;
 const INTERRUPTION_HARDWARE_EXCEPTION: u64 = 3 << 8;
@@ -17,6 +18,13 @@ pub fn resume(cpu: &mut PerCpu) -> ! {
     cpu.state = VcpuState::Running;
     let rsp = cpu.guest.gprs[4];
     write(cpu, f::GUEST_RSP, rsp);
+    // The guest never runs in SMM, so it is never blocked by SMI; some CPU
+    // models (Bochs for an AP started by SIPI) still record that blocking at
+    // exits, and VM entry would refuse it.
+    let interruptibility = read(f::GUEST_INTERRUPTIBILITY);
+    if interruptibility & INTERRUPTIBILITY_SMI != 0 {
+        write(cpu, f::GUEST_INTERRUPTIBILITY, interruptibility & !INTERRUPTIBILITY_SMI);
+    }
     // SAFETY: the current VMCS is this CPU's and was set up at start; GS
     // points at `cpu` (entry points fetch it from there).
     unsafe { crate::vmx::entry::enter_guest(cpu) }

@@ -159,10 +159,45 @@ extern "C" fn ap_entry(index: usize) -> ! {
 /// Activity states (SDM Vol. 3 25.4.2).
 pub const ACTIVITY_WAIT_FOR_SIPI: u64 = 3;
 
-/// An INIT reached a vCPU: like the real CPU, it waits for a SIPI.
+/// An INIT reached a vCPU: like the real CPU, it takes the INIT state (real
+/// mode, no blocking of any kind, nothing pending) and waits for a SIPI.
 pub fn handle_init(cpu: &mut PerCpu) -> ! {
+    if core::mem::take(&mut cpu.started_by_sipi) && read(f::GUEST_RIP) == 0 {
+        // The CPU blocks INIT in wait-for-SIPI and delivers it right after
+        // the SIPI start (an INIT de-assert IPI, or a second INIT): the vCPU
+        // was already in the INIT state then, so it has nothing to do.
+        println!(
+            "cordon: cpu {}: INIT held back during wait-for-SIPI, dropped",
+            cpu.index
+        );
+        vm::resume(cpu)
+    }
+    println!("cordon: cpu {}: INIT, vCPU waits for SIPI", cpu.index);
+    const CODE16: u64 = 0x9b;
+    const DATA16: u64 = 0x93;
+    for segment in 0..6 {
+        let (selector, base, rights) = if segment == 1 {
+            (0xf000, 0xffff_0000, CODE16)
+        } else {
+            (0, 0, DATA16)
+        };
+        write(
+            cpu,
+            f::segment_field(f::GUEST_ES_SELECTOR, segment),
+            selector,
+        );
+        write(cpu, f::segment_field(f::GUEST_ES_BASE, segment), base);
+        write(cpu, f::segment_field(f::GUEST_ES_LIMIT, segment), 0xffff);
+        write(
+            cpu,
+            f::segment_field(f::GUEST_ES_ACCESS_RIGHTS, segment),
+            rights,
+        );
+    }
+    crate::vmx::vmcs::reset_to_real_mode(cpu);
+    cpu.guest.gprs = [0; 16];
+    write(cpu, f::GUEST_RIP, 0xfff0);
     write(cpu, f::GUEST_ACTIVITY_STATE, ACTIVITY_WAIT_FOR_SIPI);
-    write(cpu, f::ENTRY_INTERRUPTION_INFO, 0);
     vm::resume(cpu)
 }
 
@@ -170,6 +205,11 @@ pub fn handle_init(cpu: &mut PerCpu) -> ! {
 /// vector's page, as a real AP does.
 pub fn handle_sipi(cpu: &mut PerCpu) -> ! {
     let vector = read(f::EXIT_QUALIFICATION) & 0xff;
+    println!(
+        "cordon: cpu {}: SIPI, vCPU starts at {:#x}",
+        cpu.index,
+        vector << 12
+    );
     const CODE16: u64 = 0x9b;
     const DATA16: u64 = 0x93;
     for segment in 0..6 {
@@ -197,5 +237,6 @@ pub fn handle_sipi(cpu: &mut PerCpu) -> ! {
     cpu.guest.gprs[2] = u64::from(crate::regs::cpuid(1, 0)[0]);
     write(cpu, f::GUEST_RIP, 0);
     write(cpu, f::GUEST_ACTIVITY_STATE, 0);
+    cpu.started_by_sipi = true;
     vm::resume(cpu)
 }

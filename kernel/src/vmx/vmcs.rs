@@ -45,7 +45,7 @@ pub struct GuestStart {
     pub rbx: u64,
     pub eptp: u64,
     pub vpid: u16,
-    /// An AP's vCPU starts waiting for the guest's SIPI.
+    /// An AP's vCPU starts in wait-for-SIPI.
     pub wait_for_sipi: bool,
 }
 
@@ -291,6 +291,8 @@ fn setup_guest(start: &GuestStart) -> Result<(), VmcsError> {
     insn::vmwrite(f::GUEST_RFLAGS, 0x2)?;
     insn::vmwrite(f::GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
     insn::vmwrite(f::GUEST_INTERRUPTIBILITY, 0)?;
+    // An AP's vCPU waits for the guest's SIPI, as the CPU itself does after
+    // the firmware's INIT.
     let activity = if start.wait_for_sipi {
         crate::smp::ACTIVITY_WAIT_FOR_SIPI
     } else {
