@@ -23,7 +23,11 @@ pub fn resume(cpu: &mut PerCpu) -> ! {
     // exits, and VM entry would refuse it.
     let interruptibility = read(f::GUEST_INTERRUPTIBILITY);
     if interruptibility & INTERRUPTIBILITY_SMI != 0 {
-        write(cpu, f::GUEST_INTERRUPTIBILITY, interruptibility & !INTERRUPTIBILITY_SMI);
+        write(
+            cpu,
+            f::GUEST_INTERRUPTIBILITY,
+            interruptibility & !INTERRUPTIBILITY_SMI,
+        );
     }
     // SAFETY: the current VMCS is this CPU's and was set up at start; GS
     // points at `cpu` (entry points fetch it from there).
