@@ -135,7 +135,7 @@ const SWAPPED_IMAGES: [&str; 2] = ["test-emulator", "test-trace"];
 /// Runs the whole table; true if everything passed.
 pub fn run_all(root: &Path) -> bool {
     let mut results: Vec<(String, Result<String, String>, Duration)> = Vec::new();
-    let total = 3 + BOOTS.len() + 1;
+    let total = 4 + BOOTS.len() + 1;
     let mut record = |name: String, work: &mut dyn FnMut() -> Result<String, String>| {
         let index = results.len() + 1;
         println!("boot: test {index}/{total}: {name}");
@@ -158,6 +158,10 @@ pub fn run_all(root: &Path) -> bool {
     record(
         "licences of all dependencies (deny.toml)".into(),
         &mut || licences::check(root),
+    );
+    record(
+        "code style (cargo fmt --check, cargo clippy -D warnings)".into(),
+        &mut || code_style(root),
     );
     record("host tests (cargo test --workspace)".into(), &mut || {
         host_tests(root)
@@ -184,17 +188,49 @@ pub fn run_all(root: &Path) -> bool {
     failed == 0
 }
 
-fn host_tests(root: &Path) -> Result<String, String> {
+/// Runs one cargo command in the workspace; `Err(what)` if it fails.
+fn cargo_step(root: &Path, args: &[&str], what: &str) -> Result<(), String> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["test", "--workspace"])
+        .args(args)
         .status()
-        .map_err(|error| format!("cannot run cargo test: {error}"))?;
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
     if status.success() {
-        Ok("all passed".into())
+        Ok(())
     } else {
-        Err(format!("cargo test --workspace failed ({status})"))
+        Err(format!("{what} ({status})"))
     }
+}
+
+/// Formatting and lints of every host target (the rules in the README).
+fn code_style(root: &Path) -> Result<String, String> {
+    cargo_step(
+        root,
+        &["fmt", "--all", "--", "--check"],
+        "cargo fmt --check found unformatted code",
+    )?;
+    cargo_step(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "cargo clippy found warnings",
+    )?;
+    Ok("formatted, no clippy warnings".into())
+}
+
+fn host_tests(root: &Path) -> Result<String, String> {
+    cargo_step(
+        root,
+        &["test", "--workspace"],
+        "cargo test --workspace failed",
+    )?;
+    Ok("all passed".into())
 }
 
 fn run_boot(root: &Path, boot: &BootCase) -> Result<String, String> {
