@@ -14,6 +14,9 @@ pub enum ImageContents<'a> {
         kernel_command_line: &'a str,
         service: &'a Path,
         guest: &'a Path,
+        /// Passed on the guest's module line; the core hands it to the guest
+        /// in its multiboot2 information (tag 1).
+        guest_command_line: &'a str,
     },
     /// The guest alone, booted by GRUB as a multiboot2 kernel (baseline).
     GuestOnly {
@@ -27,11 +30,12 @@ pub fn grub_config(contents: &ImageContents) -> String {
     let entry = match contents {
         ImageContents::Hypervisor {
             kernel_command_line,
+            guest_command_line,
             ..
         } => format!(
             "    multiboot2 /boot/kernel.elf {kernel_command_line}\n\
              \x20   module2 /boot/service.elf service\n\
-             \x20   module2 /boot/guest.elf guest\n"
+             \x20   module2 /boot/guest.elf guest {guest_command_line}\n"
         ),
         ImageContents::GuestOnly {
             guest_command_line, ..
@@ -132,6 +136,7 @@ mod tests {
             kernel_command_line: "cordon.trap=lapic",
             service: Path::new("s"),
             guest: Path::new("g"),
+            guest_command_line: "demo",
         });
         let lines: Vec<&str> = config.lines().map(str::trim).collect();
         let kernel = lines
@@ -142,7 +147,7 @@ mod tests {
             .position(|line| *line == "module2 /boot/service.elf service");
         let guest = lines
             .iter()
-            .position(|line| *line == "module2 /boot/guest.elf guest");
+            .position(|line| *line == "module2 /boot/guest.elf guest demo");
         assert!(
             kernel < service && service < guest && kernel.is_some(),
             "{config}"

@@ -129,6 +129,7 @@ pub fn prepare(
             kernel_command_line: &command_line,
             service,
             guest: &guest,
+            guest_command_line,
         },
         _ => ImageContents::GuestOnly {
             guest: &guest,
