@@ -1,5 +1,5 @@
 //! Robustness: random instruction bytes and random state never make the
-//! emulator panic, hang or answer nonsense. Two property tests of 100,000
+//! emulator panic, hang, allocate without bound or answer nonsense. Two property tests of 100,000
 //! cases each (more with `CORDON_LONG_TESTS=1`): random bytes at RIP in
 //! well-formed guests of every mode, and a fully random exit message over
 //! memory full of random page-table-like entries.
@@ -19,6 +19,44 @@ const DATA: u64 = 0x50_0000;
 const DATA_PAGES: u64 = 4;
 /// One call to `emulate` taking longer than this is a hang.
 const CALL_LIMIT: Duration = Duration::from_secs(2);
+/// One call to `emulate` allocating more than this is unbounded allocation.
+/// (The emulator itself allocates nothing; iced-x86 builds some decoder
+/// tables lazily on first use, about 200 KiB at once.)
+const ALLOCATION_LIMIT: usize = 1024 * 1024;
+/// All calls of one property together: a few one-time table builds, but
+/// not even a few bytes per call over 100,000 calls.
+const TOTAL_ALLOCATION_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The system allocator, counting the bytes each thread allocates, so a
+/// property can see what one call to `emulate` allocated.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; the counter is a
+// const-initialised thread-local that never allocates.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATED.with(|count| count.set(count.get().saturating_add(layout.size())));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Bytes this thread has allocated so far.
+fn allocated() -> usize {
+    ALLOCATED.with(|count| count.get())
+}
 
 fn cases() -> u32 {
     if std::env::var("CORDON_LONG_TESTS").is_ok_and(|value| value == "1") {
@@ -38,12 +76,14 @@ fn runner() -> TestRunner {
 
 /// How many outcomes of each kind a property saw (retired, exception,
 /// retry, unsupported, memory error), to show it reaches the emulator's
-/// depths rather than only its first checks.
+/// depths rather than only its first checks; and the bytes its calls
+/// allocated in all.
 #[derive(Default)]
-struct Tally(RefCell<[u64; 5]>);
+struct Tally(RefCell<[u64; 5]>, std::cell::Cell<usize>);
 
 impl Tally {
-    fn count(&self, outcome: &Outcome) {
+    fn count(&self, outcome: &Outcome, allocated: usize) {
+        self.1.set(self.1.get().saturating_add(allocated));
         let index = match outcome {
             Outcome::Retired(_) => 0,
             Outcome::Exception(_) => 1,
@@ -57,15 +97,35 @@ impl Tally {
     fn summary(&self) -> String {
         let [retired, exception, retry, unsupported, memory] = *self.0.borrow();
         format!(
-            "{retired} retired, {exception} exceptions, {retry} retries, {unsupported} unsupported, {memory} memory errors"
+            "{retired} retired, {exception} exceptions, {retry} retries, {unsupported} unsupported, {memory} memory errors; {} bytes allocated in all",
+            self.1.get()
         )
+    }
+
+    /// Fails if the calls together allocated more than a few one-time
+    /// table builds.
+    fn assert_bounded_allocation(&self) {
+        assert!(
+            self.1.get() <= TOTAL_ALLOCATION_LIMIT,
+            "emulate allocated {} bytes over the run",
+            self.1.get()
+        );
     }
 }
 
 /// Checks what an outcome says is possible at all.
-fn check(outcome: &Outcome, elapsed: Duration, tally: &Tally) -> Result<(), TestCaseError> {
-    tally.count(outcome);
+fn check(
+    outcome: &Outcome,
+    elapsed: Duration,
+    allocated: usize,
+    tally: &Tally,
+) -> Result<(), TestCaseError> {
+    tally.count(outcome, allocated);
     prop_assert!(elapsed < CALL_LIMIT, "emulate took {elapsed:?}");
+    prop_assert!(
+        allocated <= ALLOCATION_LIMIT,
+        "emulate allocated {allocated} bytes"
+    );
     match outcome {
         Outcome::Exception(exception) => {
             prop_assert!(exception.vector < 32, "vector {}", exception.vector);
@@ -173,9 +233,10 @@ fn random_instructions_in_well_formed_guests_never_panic() {
             let mut rng = Rng::new(seed);
             let (memory, exit) = well_formed_exit(&guests, &mut rng, &bytes);
             let mut guest = shared[memory].borrow_mut();
-            let start = Instant::now();
+            let (start, before) = (Instant::now(), allocated());
             let outcome = emulate(&mut *guest, &exit);
-            check(&outcome, start.elapsed(), &tally)
+            let (elapsed, bytes) = (start.elapsed(), allocated() - before);
+            check(&outcome, elapsed, bytes, &tally)
         })
         .expect("random instructions in well-formed guests");
     println!(
@@ -184,6 +245,7 @@ fn random_instructions_in_well_formed_guests_never_panic() {
         started.elapsed(),
         tally.summary()
     );
+    tally.assert_bounded_allocation();
 }
 
 /// Memory whose every 8 bytes look like a page-table entry pointing back
@@ -229,9 +291,10 @@ fn random_exit_messages_over_random_memory_never_panic() {
                 exit.abi_major = abi::AbiVersion::CURRENT.major;
                 exit.reason = abi::ExitReason::EptViolation as u32;
             }
-            let start = Instant::now();
+            let (start, before) = (Instant::now(), allocated());
             let outcome = emulate(&mut *guest.borrow_mut(), &exit);
-            check(&outcome, start.elapsed(), &tally)
+            let (elapsed, bytes) = (start.elapsed(), allocated() - before);
+            check(&outcome, elapsed, bytes, &tally)
         })
         .expect("random exit messages");
     println!(
@@ -240,4 +303,5 @@ fn random_exit_messages_over_random_memory_never_panic() {
         started.elapsed(),
         tally.summary()
     );
+    tally.assert_bounded_allocation();
 }
