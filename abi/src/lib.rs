@@ -28,7 +28,7 @@ pub struct AbiVersion {
 
 impl AbiVersion {
     /// The version this crate describes.
-    pub const CURRENT: AbiVersion = AbiVersion { major: 1, minor: 1 };
+    pub const CURRENT: AbiVersion = AbiVersion { major: 1, minor: 2 };
 
     /// Packs the version into one register value (`major << 16 | minor`).
     pub const fn pack(self) -> u64 {

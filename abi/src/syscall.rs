@@ -23,6 +23,12 @@ pub enum Syscall {
     Cmpxchg = 3,
     /// `log(address, length)`: writes bytes of the caller's memory to the console.
     Log = 4,
+    /// `init_cpu(apic_id)`: the guest sent INIT to the CPU with this local
+    /// APIC ID ([`INIT_ALL_EXCLUDING_SELF`] for the "all excluding self"
+    /// shorthand). The core puts that vCPU in the INIT state, waiting for
+    /// SIPI, instead of the service passing the INIT to the hardware. Since
+    /// ABI 1.2.
+    InitCpu = 6,
     /// `exit(code)`: the service ends; the core restarts this CPU's
     /// instance from its image (and stops the VM if it keeps failing).
     Exit = 5,
@@ -37,6 +43,7 @@ impl Syscall {
             3 => Some(Syscall::Cmpxchg),
             4 => Some(Syscall::Log),
             5 => Some(Syscall::Exit),
+            6 => Some(Syscall::InitCpu),
             _ => None,
         }
     }
@@ -75,6 +82,9 @@ impl SyscallError {
         }
     }
 }
+
+/// `init_cpu` target meaning every CPU but the caller's.
+pub const INIT_ALL_EXCLUDING_SELF: u64 = u64::MAX;
 
 /// Number of window slots `map` may use on each CPU.
 pub const MAP_SLOTS: u64 = 64;

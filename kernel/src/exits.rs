@@ -30,6 +30,7 @@ pub extern "C" fn handle_vm_exit(cpu: &mut PerCpu) -> ! {
         reason::XSETBV => handle_xsetbv(cpu),
         reason::INVD => vm::skip_instruction(cpu),
         reason::GETSEC => vm::inject_exception(cpu, 6, None),
+        reason::EXCEPTION_OR_NMI => crate::smp::handle_nmi(cpu),
         reason::INIT => crate::smp::handle_init(cpu),
         reason::SIPI => crate::smp::handle_sipi(cpu),
         reason::TRIPLE_FAULT => vm::stop(cpu, format_args!("guest triple fault")),

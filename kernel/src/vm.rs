@@ -16,6 +16,7 @@ const INTERRUPTION_HARDWARE_EXCEPTION: u64 = 3 << 8;
 /// Resumes the guest with the state in `cpu` and the current VMCS.
 pub fn resume(cpu: &mut PerCpu) -> ! {
     cpu.state = VcpuState::Running;
+    crate::smp::apply_init_request(cpu);
     let rsp = cpu.guest.gprs[4];
     write(cpu, f::GUEST_RSP, rsp);
     // The guest never runs in SMM, so it is never blocked by SMI; some CPU

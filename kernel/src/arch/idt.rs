@@ -73,6 +73,11 @@ impl InterruptTable {
             let ist = on_emergency_stack.then_some(EMERGENCY_IST_INDEX);
             table.gates[vector] = Gate::interrupt(*stub as usize as u64, ist);
         }
+        // NMIs reach the core only as its own "leave the guest" signal
+        // (see kernel/src/smp): whatever it asked for is picked up before the
+        // next VM entry, so the handler just returns.
+        table.gates[NMI_VECTOR] =
+            Gate::interrupt(nmi_return as *const () as u64, Some(EMERGENCY_IST_INDEX));
         table
     }
 
@@ -214,6 +219,14 @@ extern "C" fn report_exception(frame: &ExceptionFrame) -> ! {
         super::shutdown(true);
     }
     super::halt_forever()
+}
+
+const NMI_VECTOR: usize = 2;
+
+/// The host's NMI handler: returns (which also ends NMI blocking).
+#[unsafe(naked)]
+extern "C" fn nmi_return() {
+    naked_asm!("iretq");
 }
 
 /// Saves the general registers below the vector and error code the stub pushed,

@@ -150,6 +150,7 @@ extern "C" fn dispatch(cpu: &mut PerCpu) -> ! {
         Some(Syscall::Unmap) => unmap(cpu, rdi),
         Some(Syscall::Cmpxchg) => cmpxchg(cpu, rdi),
         Some(Syscall::Log) => log(cpu, rdi, rsi),
+        Some(Syscall::InitCpu) => crate::smp::request_init(cpu, rdi),
         Some(Syscall::Exit) => {
             super::restart(cpu, format_args!("the service exited with code {rdi}"));
         }

@@ -10,7 +10,7 @@ use crate::cpu::{MAX_CPUS, PerCpu};
 use crate::exits::{read, write};
 use crate::vmx::fields as f;
 use crate::{acpi, println, vm};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use heapless::Vec;
 
 const LAPIC: u64 = 0xfee0_0000;
@@ -23,6 +23,13 @@ const ICR_STARTUP: u32 = 0x4600;
 const AP_WAIT_SPINS: u64 = 200_000_000;
 
 static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Local APIC ID of each CPU index (valid below `CPU_COUNT`).
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static CPU_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The guest sent INIT to this vCPU; applied before its next VM entry.
+static INIT_REQUESTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// This vCPU waits for SIPI (an INIT to it changes nothing).
+static WAITING_FOR_SIPI: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// The EPT pointer the APs' vCPUs use, published before they start.
 static EPTP: AtomicU64 = AtomicU64::new(0);
 
@@ -110,6 +117,10 @@ fn spin(iterations: u64) {
 /// Returns how many CPUs are online, the boot CPU included.
 pub fn start_aps(apic_ids: &[u32], eptp: u64) -> usize {
     EPTP.store(eptp, Ordering::SeqCst);
+    for (slot, &id) in APIC_IDS.iter().zip(apic_ids) {
+        slot.store(id, Ordering::SeqCst);
+    }
+    CPU_COUNT.store(apic_ids.len(), Ordering::SeqCst);
     // SAFETY: page 0x7000 is guest RAM the guest image does not use and that
     // nobody touches until the guest starts, after all APs are up.
     unsafe {
@@ -152,6 +163,7 @@ extern "C" fn ap_entry(index: usize) -> ! {
         crate::arch::initial_apic_id()
     );
     crate::platform::prepare_vcpu(cpu, EPTP.load(Ordering::SeqCst), None);
+    WAITING_FOR_SIPI[index].store(true, Ordering::SeqCst);
     ONLINE[index].store(true, Ordering::Release);
     crate::service::start_thread(cpu)
 }
@@ -159,8 +171,8 @@ extern "C" fn ap_entry(index: usize) -> ! {
 /// Activity states (SDM Vol. 3 25.4.2).
 pub const ACTIVITY_WAIT_FOR_SIPI: u64 = 3;
 
-/// An INIT reached a vCPU: like the real CPU, it takes the INIT state (real
-/// mode, no blocking of any kind, nothing pending) and waits for a SIPI.
+/// A hardware INIT reached a vCPU (the service hands guest INITs to the
+/// core instead, but firmware or another agent may still send one).
 pub fn handle_init(cpu: &mut PerCpu) -> ! {
     if core::mem::take(&mut cpu.started_by_sipi) && read(f::GUEST_RIP) == 0 {
         // The CPU blocks INIT in wait-for-SIPI and delivers it right after
@@ -172,6 +184,72 @@ pub fn handle_init(cpu: &mut PerCpu) -> ! {
         );
         vm::resume(cpu)
     }
+    enter_init_state(cpu);
+    vm::resume(cpu)
+}
+
+/// `init_cpu`: the guest on this CPU sent INIT to `apic_id` (or to all
+/// others). Each target vCPU that is not already waiting for SIPI is put in
+/// the INIT state before its next entry; a remote one is made to leave the
+/// guest with an NMI. Real INITs are not used: a CPU blocks them in VMX root
+/// and wait-for-SIPI, and Bochs 2.7 never clears one it turned into an exit.
+pub fn request_init(cpu: &PerCpu, apic_id: u64) -> Result<u64, abi::SyscallError> {
+    let count = CPU_COUNT.load(Ordering::SeqCst).max(1);
+    let all_others = apic_id == abi::syscall::INIT_ALL_EXCLUDING_SELF;
+    let mut targets = 0;
+    for index in 0..count {
+        let id = u64::from(APIC_IDS[index].load(Ordering::SeqCst));
+        let chosen = if all_others {
+            index != cpu.index
+        } else {
+            id == apic_id
+        };
+        if !chosen || WAITING_FOR_SIPI[index].load(Ordering::SeqCst) {
+            targets += u64::from(chosen);
+            continue;
+        }
+        targets += 1;
+        INIT_REQUESTED[index].store(true, Ordering::SeqCst);
+        if index != cpu.index {
+            send_nmi(id as u32);
+        }
+    }
+    if targets == 0 && !all_others {
+        return Err(abi::SyscallError::BadArgument);
+    }
+    Ok(targets)
+}
+
+/// Sends an NMI to `apic_id`, keeping the guest's ICR destination.
+fn send_nmi(apic_id: u32) {
+    const ICR_NMI: u32 = 0x400;
+    let guest_destination = lapic_read(ICR_HIGH);
+    send_ipi(apic_id, ICR_NMI);
+    lapic_write(ICR_HIGH, guest_destination);
+}
+
+/// Applies a pending INIT request before a VM entry; true if there was one.
+pub fn apply_init_request(cpu: &mut PerCpu) -> bool {
+    if !INIT_REQUESTED[cpu.index].swap(false, Ordering::SeqCst) {
+        return false;
+    }
+    enter_init_state(cpu);
+    true
+}
+
+/// An NMI exit: the core's own signal (an INIT request, applied on the way
+/// back in), or an NMI for the guest, which gets it.
+pub fn handle_nmi(cpu: &mut PerCpu) -> ! {
+    const NMI_INJECTION: u64 = (1 << 31) | (2 << 8) | 2;
+    if !INIT_REQUESTED[cpu.index].load(Ordering::SeqCst) {
+        write(cpu, f::ENTRY_INTERRUPTION_INFO, NMI_INJECTION);
+    }
+    vm::resume(cpu)
+}
+
+/// Puts the vCPU in the INIT state: real mode at F000:FFF0, no blocking,
+/// nothing pending, waiting for SIPI.
+fn enter_init_state(cpu: &mut PerCpu) {
     println!("cordon: cpu {}: INIT, vCPU waits for SIPI", cpu.index);
     const CODE16: u64 = 0x9b;
     const DATA16: u64 = 0x93;
@@ -198,7 +276,7 @@ pub fn handle_init(cpu: &mut PerCpu) -> ! {
     cpu.guest.gprs = [0; 16];
     write(cpu, f::GUEST_RIP, 0xfff0);
     write(cpu, f::GUEST_ACTIVITY_STATE, ACTIVITY_WAIT_FOR_SIPI);
-    vm::resume(cpu)
+    WAITING_FOR_SIPI[cpu.index].store(true, Ordering::SeqCst);
 }
 
 /// A SIPI reached a vCPU waiting for one: it starts in real mode at the
@@ -238,5 +316,7 @@ pub fn handle_sipi(cpu: &mut PerCpu) -> ! {
     write(cpu, f::GUEST_RIP, 0);
     write(cpu, f::GUEST_ACTIVITY_STATE, 0);
     cpu.started_by_sipi = true;
+    WAITING_FOR_SIPI[cpu.index].store(false, Ordering::SeqCst);
+    INIT_REQUESTED[cpu.index].store(false, Ordering::SeqCst);
     vm::resume(cpu)
 }

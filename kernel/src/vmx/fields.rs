@@ -97,6 +97,10 @@ pub const fn segment_field(first: u64, index: usize) -> u64 {
     first + 2 * index as u64
 }
 
+pub mod pin {
+    pub const NMI_EXITING: u32 = 1 << 3;
+}
+
 pub mod primary {
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
     pub const ACTIVATE_SECONDARY: u32 = 1 << 31;
@@ -127,6 +131,8 @@ pub mod entry_ctl {
 
 /// Basic exit reasons the core handles itself.
 pub mod reason {
+    /// With no exception bitmap, only NMIs exit with this reason.
+    pub const EXCEPTION_OR_NMI: u32 = 0;
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INIT: u32 = 3;
     pub const SIPI: u32 = 4;

@@ -1,7 +1,7 @@
 //! Fills a vCPU's VMCS: execution controls, host state (this core), and the
 //! guest's initial state (the multiboot2 handoff: flat 32-bit protected mode).
 
-use super::fields::{self as f, entry_ctl, exit_ctl, primary, secondary};
+use super::fields::{self as f, entry_ctl, exit_ctl, pin, primary, secondary};
 use super::insn::{self, VmxFail};
 use crate::cpu::PerCpu;
 use crate::regs;
@@ -119,9 +119,11 @@ pub unsafe fn setup(
 }
 
 fn setup_controls(cpu: &mut PerCpu, msr_bitmap: u64, start: &GuestStart) -> Result<(), VmcsError> {
+    // NMIs exit: the core uses them to make another CPU's vCPU leave the
+    // guest; guest NMIs are reflected.
     let pin = adjust(
-        0,
-        0,
+        pin::NMI_EXITING,
+        pin::NMI_EXITING,
         allowed(IA32_VMX_PINBASED_CTLS, IA32_VMX_TRUE_PINBASED_CTLS),
     )?;
     let wanted_primary = primary::USE_MSR_BITMAPS | primary::ACTIVATE_SECONDARY;

@@ -16,6 +16,7 @@
 pub use abi;
 
 pub mod guest_memory;
+pub mod lapic;
 pub mod log;
 pub mod message;
 pub mod read_log;

@@ -119,6 +119,14 @@ pub fn log(bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// `init_cpu(apic_id)`: asks the core to put the vCPU with this local APIC
+/// ID (or every other one, with `abi::syscall::INIT_ALL_EXCLUDING_SELF`) in
+/// the INIT state.
+pub fn init_cpu(apic_id: u64) -> Result<(), Error> {
+    // SAFETY: the core writes no memory of ours for `init_cpu`.
+    unsafe { raw(Syscall::InitCpu as u64, [apic_id, 0, 0, 0, 0, 0]) }.map(drop)
+}
+
 /// `exit(code)`: ends the service.
 pub fn exit(code: u64) -> ! {
     // SAFETY: the core writes no memory of ours for `exit`.

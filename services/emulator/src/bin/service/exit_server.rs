@@ -9,6 +9,7 @@ use core::fmt;
 use emulator::{Guest, MemoryError, Outcome};
 use rt::abi::{ExitMessage, ExitReason, Reply, Segment, ServiceStart, SyscallError};
 use rt::guest_memory::{AccessError, GuestMemory};
+use rt::lapic::{self, IcrWrite};
 use rt::message::MessagePage;
 use rt::read_log::{MAX_INSTRUCTION_LEN, ReadLog};
 use rt::syscall::Error;
@@ -202,6 +203,17 @@ impl Guest for WindowGuest<'_> {
     }
 
     fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        if let (lapic::ICR_LOW, Ok(low)) = (gpa, <[u8; 4]>::try_from(data)) {
+            let mut high = [0u8; 4];
+            self.0.read(lapic::ICR_HIGH, &mut high).map_err(memory_error)?;
+            match lapic::classify_icr_write(u32::from_le_bytes(low), u32::from_le_bytes(high)) {
+                IcrWrite::PassThrough => {}
+                IcrWrite::InitDeassert => return Ok(()),
+                IcrWrite::Init(target) => {
+                    return rt::syscall::init_cpu(target).map_err(|_| MemoryError::Failed);
+                }
+            }
+        }
         self.0.write(gpa, data).map_err(memory_error)
     }
 
