@@ -211,6 +211,10 @@ pub fn request_init(cpu: &PerCpu, apic_id: u64) -> Result<u64, abi::SyscallError
         targets += 1;
         INIT_REQUESTED[index].store(true, Ordering::SeqCst);
         if index != cpu.index {
+            println!(
+                "cordon: cpu {}: INIT for running cpu {index}, sending it an NMI",
+                cpu.index
+            );
             send_nmi(id as u32);
         }
     }
@@ -223,6 +227,11 @@ pub fn request_init(cpu: &PerCpu, apic_id: u64) -> Result<u64, abi::SyscallError
 /// Sends an NMI to `apic_id`, keeping the guest's ICR destination.
 fn send_nmi(apic_id: u32) {
     const ICR_NMI: u32 = 0x400;
+    // Syscalls run on the service's page tables, which do not map the local
+    // APIC; the core's own tables do (the syscall path restores the service's
+    // before returning to it).
+    // SAFETY: the core's tables map everything the core runs on.
+    unsafe { crate::regs::write_cr3(crate::arch::kernel_pml4()) };
     let guest_destination = lapic_read(ICR_HIGH);
     send_ipi(apic_id, ICR_NMI);
     lapic_write(ICR_HIGH, guest_destination);
