@@ -55,7 +55,8 @@ fn raw_enums_reject_unknown_values() {
     assert_eq!(Action::from_raw(0), None);
     assert_eq!(Action::from_raw(5), None);
     assert_eq!(Action::from_raw(2), Some(Action::InjectException));
-    assert_eq!(Syscall::from_raw(6), None);
+    assert_eq!(Syscall::from_raw(7), None);
+    assert_eq!(Syscall::from_raw(6), Some(Syscall::InitCpu));
     assert_eq!(SyscallError::from_raw(0), None);
     assert_eq!(ExitReason::from_raw(48), Some(ExitReason::EptViolation));
 }

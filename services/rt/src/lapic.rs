@@ -52,21 +52,39 @@ mod tests {
 
     #[test]
     fn init_to_one_cpu_names_its_apic_id() {
-        assert_eq!(classify_icr_write(0x0000_4500, 0x0300_0000), IcrWrite::Init(3));
-        assert_eq!(classify_icr_write(0x0000_c500, 0x0100_0000), IcrWrite::Init(1));
+        assert_eq!(
+            classify_icr_write(0x0000_4500, 0x0300_0000),
+            IcrWrite::Init(3)
+        );
+        assert_eq!(
+            classify_icr_write(0x0000_c500, 0x0100_0000),
+            IcrWrite::Init(1)
+        );
     }
 
     #[test]
     fn init_deassert_is_a_no_op() {
-        assert_eq!(classify_icr_write(0x0000_8500, 0x0100_0000), IcrWrite::InitDeassert);
+        assert_eq!(
+            classify_icr_write(0x0000_8500, 0x0100_0000),
+            IcrWrite::InitDeassert
+        );
     }
 
     #[test]
     fn broadcast_init_and_other_ipis() {
-        assert_eq!(classify_icr_write(0x000c_4500, 0), IcrWrite::Init(INIT_ALL_EXCLUDING_SELF));
-        assert_eq!(classify_icr_write(0x0000_4608, 0x0100_0000), IcrWrite::PassThrough);
+        assert_eq!(
+            classify_icr_write(0x000c_4500, 0),
+            IcrWrite::Init(INIT_ALL_EXCLUDING_SELF)
+        );
+        assert_eq!(
+            classify_icr_write(0x0000_4608, 0x0100_0000),
+            IcrWrite::PassThrough
+        );
         assert_eq!(classify_icr_write(0x0000_00ef, 0), IcrWrite::PassThrough);
-        assert_eq!(classify_icr_write(0x0000_4d00, 0x0100_0000), IcrWrite::PassThrough);
+        assert_eq!(
+            classify_icr_write(0x0000_4d00, 0x0100_0000),
+            IcrWrite::PassThrough
+        );
         assert_eq!(classify_icr_write(0x0008_4500, 0), IcrWrite::PassThrough);
     }
 }

@@ -255,9 +255,9 @@ pub const SYSCALL_ATTACKS: &[SyscallAttack] = &[
         BadArgument,
     ),
     attack(
-        "unknown syscall number 6",
+        "unknown syscall number 7",
         Call::Raw {
-            number: 6,
+            number: 7,
             args: [0; 6],
         },
         UnknownSyscall,

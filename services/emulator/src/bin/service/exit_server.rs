@@ -205,7 +205,9 @@ impl Guest for WindowGuest<'_> {
     fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
         if let (lapic::ICR_LOW, Ok(low)) = (gpa, <[u8; 4]>::try_from(data)) {
             let mut high = [0u8; 4];
-            self.0.read(lapic::ICR_HIGH, &mut high).map_err(memory_error)?;
+            self.0
+                .read(lapic::ICR_HIGH, &mut high)
+                .map_err(memory_error)?;
             match lapic::classify_icr_write(u32::from_le_bytes(low), u32::from_le_bytes(high)) {
                 IcrWrite::PassThrough => {}
                 IcrWrite::InitDeassert => return Ok(()),
