@@ -68,11 +68,16 @@ const BOOTS: &[BootCase] = &[
         "test-trace",
         "trace",
     ),
-    case(
-        "demo guest under Cordon, hostile service (bochs)",
-        "test-hostile",
-        "hostile",
-    ),
+    // Two CPUs, so another service instance exists whose writes must not
+    // reach CPU 0's replies.
+    BootCase {
+        cpus: 2,
+        ..case(
+            "demo guest under Cordon, hostile service, 2 CPUs (bochs)",
+            "test-hostile",
+            "hostile",
+        )
+    },
     // The issue-5 experiments (tests/guests/experiments).
     BootCase {
         guest: "smp",
