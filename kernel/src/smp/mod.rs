@@ -256,52 +256,14 @@ pub fn handle_nmi(cpu: &mut PerCpu) -> ! {
     vm::resume(cpu)
 }
 
-/// Puts the vCPU in the INIT state: real mode at F000:FFF0, no blocking,
-/// nothing pending, waiting for SIPI.
-fn enter_init_state(cpu: &mut PerCpu) {
-    println!("cordon: cpu {}: INIT, vCPU waits for SIPI", cpu.index);
+/// Puts the vCPU in real mode with CS = `code_selector` (base selector * 16)
+/// at `rip`, every other segment null, the INIT register state otherwise.
+fn enter_real_mode(cpu: &mut PerCpu, code_selector: u64, code_base: u64, rip: u64) {
     const CODE16: u64 = 0x9b;
     const DATA16: u64 = 0x93;
     for segment in 0..6 {
         let (selector, base, rights) = if segment == 1 {
-            (0xf000, 0xffff_0000, CODE16)
-        } else {
-            (0, 0, DATA16)
-        };
-        write(
-            cpu,
-            f::segment_field(f::GUEST_ES_SELECTOR, segment),
-            selector,
-        );
-        write(cpu, f::segment_field(f::GUEST_ES_BASE, segment), base);
-        write(cpu, f::segment_field(f::GUEST_ES_LIMIT, segment), 0xffff);
-        write(
-            cpu,
-            f::segment_field(f::GUEST_ES_ACCESS_RIGHTS, segment),
-            rights,
-        );
-    }
-    crate::vmx::vmcs::reset_to_real_mode(cpu);
-    cpu.guest.gprs = [0; 16];
-    write(cpu, f::GUEST_RIP, 0xfff0);
-    write(cpu, f::GUEST_ACTIVITY_STATE, ACTIVITY_WAIT_FOR_SIPI);
-    WAITING_FOR_SIPI[cpu.index].store(true, Ordering::SeqCst);
-}
-
-/// A SIPI reached a vCPU waiting for one: it starts in real mode at the
-/// vector's page, as a real AP does.
-pub fn handle_sipi(cpu: &mut PerCpu) -> ! {
-    let vector = read(f::EXIT_QUALIFICATION) & 0xff;
-    println!(
-        "cordon: cpu {}: SIPI, vCPU starts at {:#x}",
-        cpu.index,
-        vector << 12
-    );
-    const CODE16: u64 = 0x9b;
-    const DATA16: u64 = 0x93;
-    for segment in 0..6 {
-        let (selector, base, rights) = if segment == 1 {
-            (vector << 8, vector << 12, CODE16)
+            (code_selector, code_base, CODE16)
         } else {
             (0, 0, DATA16)
         };
@@ -322,7 +284,28 @@ pub fn handle_sipi(cpu: &mut PerCpu) -> ! {
     cpu.guest.gprs = [0; 16];
     // EDX holds the processor signature after INIT, as CPUID leaf 1 EAX.
     cpu.guest.gprs[2] = u64::from(crate::regs::cpuid(1, 0)[0]);
-    write(cpu, f::GUEST_RIP, 0);
+    write(cpu, f::GUEST_RIP, rip);
+}
+
+/// Puts the vCPU in the INIT state: real mode at F000:FFF0, no blocking,
+/// nothing pending, waiting for SIPI.
+fn enter_init_state(cpu: &mut PerCpu) {
+    println!("cordon: cpu {}: INIT, vCPU waits for SIPI", cpu.index);
+    enter_real_mode(cpu, 0xf000, 0xffff_0000, 0xfff0);
+    write(cpu, f::GUEST_ACTIVITY_STATE, ACTIVITY_WAIT_FOR_SIPI);
+    WAITING_FOR_SIPI[cpu.index].store(true, Ordering::SeqCst);
+}
+
+/// A SIPI reached a vCPU waiting for one: it starts in real mode at the
+/// vector's page, as a real AP does.
+pub fn handle_sipi(cpu: &mut PerCpu) -> ! {
+    let vector = read(f::EXIT_QUALIFICATION) & 0xff;
+    println!(
+        "cordon: cpu {}: SIPI, vCPU starts at {:#x}",
+        cpu.index,
+        vector << 12
+    );
+    enter_real_mode(cpu, vector << 8, vector << 12, 0);
     write(cpu, f::GUEST_ACTIVITY_STATE, 0);
     cpu.started_by_sipi = true;
     WAITING_FOR_SIPI[cpu.index].store(false, Ordering::SeqCst);
