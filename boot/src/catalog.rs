@@ -48,6 +48,27 @@ pub const KERNEL: CrateBinary = CrateBinary {
     features: &[],
 };
 
+/// The core's command line for guests that need only the default traps: the
+/// LAPIC page and VGA text memory, with the service holding every right on
+/// guest RAM and both devices, x2APIC hidden so the LAPIC is used over MMIO.
+const STANDARD_KERNEL_COMMAND_LINE: &str =
+    "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc cordon.x2apic=hide";
+
+/// One of the issue-5 experiment guests (tests/guests/experiments): binary
+/// `NAME-guest`, the standard command line, its name as guest command line.
+const fn experiment(name: &'static str, bin: &'static str) -> Guest {
+    Guest {
+        name,
+        binary: CrateBinary {
+            package: "experiments-guest",
+            bin,
+            features: &[],
+        },
+        kernel_command_line: STANDARD_KERNEL_COMMAND_LINE,
+        guest_command_line: name,
+    }
+}
+
 pub const GUESTS: &[Guest] = &[
     Guest {
         name: "demo",
@@ -56,83 +77,25 @@ pub const GUESTS: &[Guest] = &[
             bin: "demo-guest",
             features: &[],
         },
-        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
-                          cordon.x2apic=hide",
+        kernel_command_line: STANDARD_KERNEL_COMMAND_LINE,
         guest_command_line: "demo",
     },
-    // The issue-5 experiments (tests/guests/experiments); `cargo boot test` runs each
-    // with the CPU count it needs.
+    // The issue-5 experiments; `cargo boot test` runs each with the CPU count
+    // it needs.
+    experiment("smp", "smp-guest"),
+    // The same guest waking the APs with SIPI-SIPI only: Cordon's AP vCPUs
+    // already wait for SIPI, so they need no INIT.
+    experiment("smp-sipi", "smp-sipi-guest"),
+    experiment("handoff", "handoff-guest"),
     Guest {
-        name: "smp",
-        binary: CrateBinary {
-            package: "experiments-guest",
-            bin: "smp-guest",
-            features: &[],
-        },
-        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
-                          cordon.x2apic=hide",
-        guest_command_line: "smp",
-    },
-    // The same guest waking the APs with SIPI-SIPI only (Cordon parks every vCPU in
-    // wait-for-SIPI): Bochs 2.7 keeps an INIT pending after turning it into a VM exit,
-    // so an INIT leaves the AP's vCPU unable to run there.
-    Guest {
-        name: "smp-sipi",
-        binary: CrateBinary {
-            package: "experiments-guest",
-            bin: "smp-sipi-guest",
-            features: &[],
-        },
-        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
-                          cordon.x2apic=hide",
-        guest_command_line: "smp-sipi",
-    },
-    Guest {
-        name: "handoff",
-        binary: CrateBinary {
-            package: "experiments-guest",
-            bin: "handoff-guest",
-            features: &[],
-        },
-        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
-                          cordon.x2apic=hide",
-        guest_command_line: "handoff",
-    },
-    Guest {
-        name: "page-ring",
-        binary: CrateBinary {
-            package: "experiments-guest",
-            bin: "page-ring-guest",
-            features: &[],
-        },
-        // Frames A = 0x3000000 and A + 4K: trapped guest RAM the service reaches
-        // through its guest-ram capability (map and cmpxchg).
+        // Frames A = 0x3000000 and A + 4K: trapped guest RAM the service
+        // reaches through its guest-ram capability (map and cmpxchg).
         kernel_command_line: "cordon.trap=lapic,vga,0x3000000-0x3001fff \
                               cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc cordon.x2apic=hide",
-        guest_command_line: "page-ring",
+        ..experiment("page-ring", "page-ring-guest")
     },
-    Guest {
-        name: "segments",
-        binary: CrateBinary {
-            package: "experiments-guest",
-            bin: "segments-guest",
-            features: &[],
-        },
-        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
-                          cordon.x2apic=hide",
-        guest_command_line: "segments",
-    },
-    Guest {
-        name: "paging",
-        binary: CrateBinary {
-            package: "experiments-guest",
-            bin: "paging-guest",
-            features: &[],
-        },
-        kernel_command_line: "cordon.trap=lapic,vga cordon.cap=guest-ram:rwc,lapic:rwc,vga:rwc \
-                          cordon.x2apic=hide",
-        guest_command_line: "paging",
-    },
+    experiment("segments", "segments-guest"),
+    experiment("paging", "paging-guest"),
 ];
 
 pub const SERVICES: &[Service] = &[
