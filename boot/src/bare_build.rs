@@ -37,9 +37,8 @@ pub fn build(root: &Path, binaries: &[&CrateBinary]) -> Result<Vec<PathBuf>, Str
     let mut paths = BTreeMap::new();
     for (features, members) in groups {
         let target_dir = target_dir(root, features);
-        let mut command = Command::new(cargo());
+        let mut command = crate::cargo::command(root);
         command
-            .current_dir(root)
             .args(["build", "--release", "--target", TARGET, "--target-dir"])
             .arg(&target_dir)
             .env("RUSTFLAGS", rustflags(&gcc_ld_dir))
@@ -85,10 +84,6 @@ pub fn build(root: &Path, binaries: &[&CrateBinary]) -> Result<Vec<PathBuf>, Str
         .collect())
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
 /// target/bare for plain builds; a separate directory per extra feature set so
 /// that variants do not rebuild each other.
 fn target_dir(root: &Path, features: &[&str]) -> PathBuf {
@@ -124,20 +119,7 @@ fn gcc_ld_dir() -> Result<PathBuf, String> {
 /// Fails with a clear message when a crate does not declare the binary (not
 /// written yet, or named differently), before cargo gives a terser one.
 fn check_declared(root: &Path, binaries: &[&CrateBinary]) -> Result<(), String> {
-    let output = Command::new(cargo())
-        .current_dir(root)
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .output()
-        .map_err(|error| format!("cannot run cargo metadata: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|error| format!("cargo metadata printed invalid JSON: {error}"))?;
-    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    let packages = crate::cargo::packages(root, &["--no-deps"])?;
     for binary in binaries {
         let Some(package) = packages
             .iter()

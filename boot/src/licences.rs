@@ -5,7 +5,6 @@
 //! installed; this check needs nothing beyond cargo.
 
 use std::path::Path;
-use std::process::Command;
 
 /// A package whose licence is not acceptable, and why.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,16 +29,14 @@ pub fn check(root: &Path) -> Result<String, String> {
 /// Runs `cargo deny check licenses` if cargo-deny is installed; Ok(false) if
 /// it is not.
 fn run_cargo_deny(root: &Path) -> Result<bool, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let installed = Command::new(&cargo)
+    let installed = crate::cargo::command(root)
         .args(["deny", "--version"])
         .output()
         .is_ok_and(|output| output.status.success());
     if !installed {
         return Ok(false);
     }
-    let output = Command::new(&cargo)
-        .current_dir(root)
+    let output = crate::cargo::command(root)
         .args(["deny", "--log-level", "error", "check", "licenses"])
         .output()
         .map_err(|error| format!("cannot run cargo deny: {error}"))?;
@@ -58,20 +55,7 @@ fn check_builtin(root: &Path) -> Result<usize, String> {
     let config = std::fs::read_to_string(root.join("deny.toml"))
         .map_err(|error| format!("cannot read deny.toml: {error}"))?;
     let allowed = allow_list(&config)?;
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
-        .args(["metadata", "--format-version", "1", "--all-features"])
-        .output()
-        .map_err(|error| format!("cannot run cargo metadata: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|error| format!("cargo metadata printed invalid JSON: {error}"))?;
-    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    let packages = crate::cargo::packages(root, &["--all-features"])?;
     let violations: Vec<Violation> = packages
         .iter()
         .filter_map(|package| {

@@ -4,6 +4,7 @@
 //! line; `test` runs every test; `image` writes the ISO for real hardware.
 
 mod bare_build;
+mod cargo;
 mod catalog;
 mod cli;
 mod host_tools;

@@ -8,7 +8,6 @@ use crate::run::{self, SELFTEST_UD2};
 use crate::verdict::Verdict;
 use crate::vmm;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One end-to-end boot of the table.
@@ -195,8 +194,7 @@ pub fn run_all(root: &Path) -> bool {
 
 /// Runs one cargo command in the workspace; `Err(what)` if it fails.
 fn cargo_step(root: &Path, args: &[&str], what: &str) -> Result<(), String> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
+    let status = crate::cargo::command(root)
         .args(args)
         .status()
         .map_err(|error| format!("cannot run cargo: {error}"))?;
