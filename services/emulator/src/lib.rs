@@ -75,9 +75,24 @@ pub struct Retired {
     /// The new RIP; equal to the old one when a REP instruction is only partly done.
     pub rip: u64,
     pub rflags: u64,
-    /// Bit n set: YMMn changed and its new value is `vectors[n]`.
+    /// Bit n set: YMMn changed and its new value is `vector`. At most one
+    /// bit is set: an instruction writes at most one vector register.
     pub vector_mask: u16,
-    pub vectors: [[u8; 32]; 16],
+    /// The new value of the YMM register `vector_mask` names (zero when no
+    /// vector register changed). Only the changed register is carried: a
+    /// copy of all sixteen on every retired instruction would cost more than
+    /// the rest of a simple MOV.
+    pub vector: [u8; 32],
+}
+
+impl Retired {
+    /// The vector register the instruction changed: its index and new value.
+    pub fn changed_vector(&self) -> Option<(usize, &[u8; 32])> {
+        if self.vector_mask == 0 {
+            return None;
+        }
+        Some((self.vector_mask.trailing_zeros() as usize, &self.vector))
+    }
 }
 
 /// An exception for the guest.
@@ -197,20 +212,17 @@ pub fn emulate_with(
             } else {
                 regs.rip
             };
-            let mut retired = Retired {
+            let (vector_mask, vector) = match regs.vector_write {
+                Some((index, value)) if index < 16 => (1 << index, value),
+                _ => (0, [0; 32]),
+            };
+            Outcome::Retired(Retired {
                 gprs: regs.gprs,
                 rip,
                 rflags: regs.rflags & !rflags::RF,
-                vector_mask: 0,
-                vectors: exit.vectors.ymm,
-            };
-            if let Some((index, value)) = regs.vector_write
-                && let Some(slot) = retired.vectors.get_mut(index)
-            {
-                *slot = value;
-                retired.vector_mask = 1 << index;
-            }
-            Outcome::Retired(retired)
+                vector_mask,
+                vector,
+            })
         }
         Err(fault) => outcome_of(fault, fetched.bytes, length, Some(instruction.code())),
     }

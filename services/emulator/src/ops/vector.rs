@@ -2,7 +2,7 @@
 //! memory: MOVD, MOVQ, MOVSS, MOVSD, MOVLPS/MOVHPS/MOVLPD/MOVHPD, MOVDQA, MOVDQU, MOVAPS, MOVUPS, MOVAPD,
 //! MOVUPD, MOVNTDQ, MOVNTPS, MOVNTPD and their VEX forms (128 and 256 bit).
 //! Vector registers come from the exit message and leave through
-//! `Retired::vectors`.
+//! `Retired::vector`.
 
 use crate::Guest;
 use crate::fault::{Fault, vector};

@@ -579,8 +579,8 @@ fn vector_moves() {
     guest.poke(FRAME, &pattern);
     let done = retired(emulate(&mut guest, &exit));
     assert_eq!(done.vector_mask, 1 << 1);
-    assert_eq!(done.vectors[1][..16], pattern[..16]);
-    assert_eq!(done.vectors[1][16..], [0xee; 16]);
+    assert_eq!(done.vector[..16], pattern[..16]);
+    assert_eq!(done.vector[16..], [0xee; 16]);
     // misaligned movdqa: #GP(0)
     exit.state.gprs[RBX] = DATA + 8;
     assert_eq!(
@@ -596,14 +596,16 @@ fn vector_moves() {
     exit.state.gprs[RBX] = DATA;
     guest.poke(FRAME, &pattern);
     let done = retired(emulate(&mut guest, &exit));
-    assert_eq!(done.vectors[2][..], pattern[8..40]);
+    assert_eq!(done.vector_mask, 1 << 2);
+    assert_eq!(done.vector[..], pattern[8..40]);
     // vmovdqa xmm3, [rbx] (VEX.128) zeroes the upper half
     let (mut guest, mut exit) = long_bench(&[0xc5, 0xf9, 0x6f, 0x1b]);
     exit.state.gprs[RBX] = DATA;
     exit.vectors.ymm[3] = [0xee; 32];
     guest.poke(FRAME, &pattern);
     let done = retired(emulate(&mut guest, &exit));
-    assert_eq!(done.vectors[3][16..], [0; 16]);
+    assert_eq!(done.vector_mask, 1 << 3);
+    assert_eq!(done.vector[16..], [0; 16]);
     // movd [rbx], xmm0 / movq xmm0, [rbx] zeroes bits 127:64
     let (mut guest, mut exit) = long_bench(&[0x66, 0x0f, 0x7e, 0x03]);
     exit.state.gprs[RBX] = DATA;
@@ -615,18 +617,20 @@ fn vector_moves() {
     exit.vectors.ymm[0] = [0x11; 32];
     guest.poke(FRAME, &pattern);
     let done = retired(emulate(&mut guest, &exit));
-    assert_eq!(done.vectors[0][..8], pattern[..8]);
-    assert_eq!(done.vectors[0][8..16], [0; 8]);
-    assert_eq!(done.vectors[0][16..], [0x11; 16]);
+    assert_eq!(done.changed_vector().map(|(index, _)| index), Some(0));
+    assert_eq!(done.vector[..8], pattern[..8]);
+    assert_eq!(done.vector[8..16], [0; 8]);
+    assert_eq!(done.vector[16..], [0x11; 16]);
     // movhps xmm0, [rbx] replaces bits 127:64 only; movhps [rbx], xmm0 stores them
     let (mut guest, mut exit) = long_bench(&[0x0f, 0x16, 0x03]);
     exit.state.gprs[RBX] = DATA;
     exit.vectors.ymm[0] = [0x11; 32];
     guest.poke(FRAME, &pattern);
     let done = retired(emulate(&mut guest, &exit));
-    assert_eq!(done.vectors[0][..8], [0x11; 8]);
-    assert_eq!(done.vectors[0][8..16], pattern[..8]);
-    assert_eq!(done.vectors[0][16..], [0x11; 16]);
+    assert_eq!(done.vector_mask, 1);
+    assert_eq!(done.vector[..8], [0x11; 8]);
+    assert_eq!(done.vector[8..16], pattern[..8]);
+    assert_eq!(done.vector[16..], [0x11; 16]);
     let (mut guest, mut exit) = long_bench(&[0x0f, 0x17, 0x03]);
     exit.state.gprs[RBX] = DATA;
     exit.vectors.ymm[0][8..16].copy_from_slice(&pattern[32..40]);
@@ -638,8 +642,9 @@ fn vector_moves() {
     exit.vectors.ymm[1] = [0x11; 32];
     guest.poke(FRAME, &pattern);
     let done = retired(emulate(&mut guest, &exit));
-    assert_eq!(done.vectors[1][..4], pattern[..4]);
-    assert_eq!(done.vectors[1][4..], [0; 28]);
+    assert_eq!(done.vector_mask, 1 << 1);
+    assert_eq!(done.vector[..4], pattern[..4]);
+    assert_eq!(done.vector[4..], [0; 28]);
     // SSE disabled (CR4.OSFXSR clear): #UD; CR0.TS: #NM
     let (mut guest, mut exit) = long_bench(&[0x0f, 0x11, 0x03]);
     exit.state.gprs[RBX] = DATA;

@@ -146,14 +146,23 @@ impl ExitServer {
 
     fn reply_for(&self, exit: &ExitMessage, outcome: &Outcome) -> Reply {
         match outcome {
-            Outcome::Retired(retired) => reply::resume(
-                exit.sequence,
-                &retired.gprs,
-                retired.rip,
-                retired.rflags,
-                retired.vector_mask,
-                &retired.vectors,
-            ),
+            Outcome::Retired(retired) => {
+                // The reply takes all sixteen; only the changed one is read.
+                let mut vectors = [[0u8; 32]; 16];
+                if let Some((index, vector)) = retired.changed_vector()
+                    && let Some(slot) = vectors.get_mut(index)
+                {
+                    *slot = *vector;
+                }
+                reply::resume(
+                    exit.sequence,
+                    &retired.gprs,
+                    retired.rip,
+                    retired.rflags,
+                    retired.vector_mask,
+                    &vectors,
+                )
+            }
             Outcome::Exception(exception) => reply::inject(
                 exit.sequence,
                 exception.vector,

@@ -23,10 +23,8 @@ pub fn apply(exit: &mut ExitMessage, retired: &Retired) {
     exit.state.gprs = retired.gprs;
     exit.state.rip = retired.rip;
     exit.state.rflags = retired.rflags;
-    for (index, vector) in retired.vectors.iter().enumerate() {
-        if retired.vector_mask & (1 << index) != 0 {
-            exit.vectors.ymm[index] = *vector;
-        }
+    if let Some((index, vector)) = retired.changed_vector() {
+        exit.vectors.ymm[index] = *vector;
     }
 }
 
