@@ -26,6 +26,11 @@ pub(crate) struct Machine<'a, G: Guest> {
     /// them, as the CPU's TLB would).
     pub translations: TranslationCache,
     walks: WalkCache,
+    /// The paging state of every walk of this instruction (no emulated
+    /// instruction changes it, RFLAGS.AC included). Made once: rebuilding
+    /// it before each walk made the walk's first loads wait for the narrow
+    /// stores that had just built it.
+    paging: PagingContext,
 }
 
 /// A few linear-page translations, each valid for one kind of access (the
@@ -38,6 +43,7 @@ pub(crate) struct TranslationCache {
 
 impl TranslationCache {
     /// The frame of `linear`'s page for `kind`, if cached.
+    #[inline]
     pub(crate) fn lookup(&self, linear: u64, kind: AccessKind) -> Option<u64> {
         let page = linear >> 12;
         self.entries
@@ -62,6 +68,17 @@ impl<'a, G: Guest> Machine<'a, G> {
         config: &'a EmulatorConfig,
     ) -> Machine<'a, G> {
         let mode = Mode::of(exit);
+        let state = &exit.state;
+        let paging = PagingContext {
+            cr0: state.cr0,
+            cr3: state.cr3,
+            cr4: state.cr4,
+            efer: state.efer,
+            pkru: state.pkru,
+            alignment_flag: state.rflags & rflags::AC != 0,
+            physical_bits: u32::from(config.physical_address_bits),
+            attempts: config.page_walk_attempts,
+        };
         Machine {
             guest,
             exit,
@@ -72,32 +89,18 @@ impl<'a, G: Guest> Machine<'a, G> {
             linear_confirmed: exit.qualification & ept_qualification::GUEST_LINEAR_VALID == 0,
             translations: TranslationCache::default(),
             walks: WalkCache::default(),
-        }
-    }
-
-    /// The paging state for a walk now.
-    pub(crate) fn paging_context(&self) -> PagingContext {
-        let state = &self.exit.state;
-        PagingContext {
-            cr0: state.cr0,
-            cr3: state.cr3,
-            cr4: state.cr4,
-            efer: state.efer,
-            pkru: state.pkru,
-            alignment_flag: self.regs.rflags & rflags::AC != 0,
-            physical_bits: self.config.physical_address_bits,
-            attempts: self.config.page_walk_attempts,
+            paging,
         }
     }
 
     /// The guest-physical address of `linear` for `kind` (through the
     /// per-instruction translation cache).
+    #[inline]
     pub(crate) fn translate(&mut self, linear: u64, kind: AccessKind) -> Result<u64, Fault> {
         if let Some(frame) = self.translations.lookup(linear, kind) {
             return Ok(frame | (linear & 0xfff));
         }
-        let ctx = self.paging_context();
-        let physical = translate(self.guest, &ctx, linear, kind, &mut self.walks)?;
+        let physical = translate(self.guest, &self.paging, linear, kind, &mut self.walks)?;
         self.translations.insert(linear, kind, physical & !0xfff);
         Ok(physical)
     }

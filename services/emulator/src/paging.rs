@@ -18,7 +18,10 @@ pub(crate) struct PagingContext {
     /// RFLAGS.AC, which lets supervisor code reach user pages under SMAP.
     pub alignment_flag: bool,
     /// MAXPHYADDR: physical address bits above it are reserved in entries.
-    pub physical_bits: u8,
+    /// A whole word: a walk loads it first thing, and a byte stored next to
+    /// other narrow fields comes back through a wider load that waits for
+    /// the stores to retire.
+    pub physical_bits: u32,
     /// How many times a walk is repeated when an accessed/dirty update loses a
     /// race before the instruction is retried as a whole.
     pub attempts: u32,
@@ -62,17 +65,6 @@ enum Format {
     Level5,
 }
 
-/// One paging-structure entry the walk used.
-#[derive(Clone, Copy, Debug, Default)]
-struct UsedEntry {
-    gpa: u64,
-    value: u64,
-    /// 8-byte entry (4 bytes in 32-bit paging).
-    wide: bool,
-    /// The CPU keeps an accessed bit here (not in PAE PDPTEs).
-    has_accessed: bool,
-}
-
 /// The last page table a successful walk reached (PAE, 4- and 5-level
 /// paging): a walk in the same 2 MiB region starts there, as the CPU's
 /// paging-structure caches let it. Valid for one instruction.
@@ -86,23 +78,99 @@ struct CachedTable {
     /// `linear >> 21` of the region the table maps.
     region: u64,
     table: u64,
-    /// Rights of the entries above the table (whose A bits are set).
-    writable: bool,
-    user: bool,
-    no_execute: bool,
+    /// Rights of the entries above the table (whose A bits are set), as
+    /// in [`Rights`].
+    rights: Rights,
 }
+
+/// The rights a walk's entries grant together: R/W and U/S of every entry
+/// ANDed, XD of every entry ORed. Kept as entry bits in whole words (not
+/// separate flags) so that storing and reloading them never combines
+/// narrow stores into a wider load, which stalls store forwarding.
+#[derive(Clone, Copy, Debug)]
+struct Rights {
+    /// `ENTRY_WRITABLE | ENTRY_USER` where every entry has them.
+    allowed: u64,
+    /// `ENTRY_NX` if any entry has it (it is reserved without EFER.NXE, so
+    /// an entry that has it then faults before it counts).
+    no_execute: u64,
+}
+
+impl Rights {
+    /// Rights before any entry: everything allowed.
+    const ALL: Rights = Rights {
+        allowed: ENTRY_WRITABLE | ENTRY_USER,
+        no_execute: 0,
+    };
+
+    /// Adds a paging-structure entry's rights.
+    fn restrict(&mut self, entry: u64) {
+        self.allowed &= entry;
+        self.no_execute |= entry & ENTRY_NX;
+    }
+
+    fn writable(&self) -> bool {
+        self.allowed & ENTRY_WRITABLE != 0
+    }
+
+    fn user(&self) -> bool {
+        self.allowed & ENTRY_USER != 0
+    }
+
+    fn no_execute(&self) -> bool {
+        self.no_execute != 0
+    }
+}
+
+/// The most paging-structure entries one walk uses (5-level paging).
+const MAX_LEVELS: usize = 5;
 
 /// A finished walk, before permissions are checked.
 struct Walk {
     /// The page table reached through non-leaf entries, for [`WalkCache`].
     leaf_table: Option<CachedTable>,
     physical: u64,
-    entries: [UsedEntry; 5],
+    /// Guest-physical address and value of each entry used, root first
+    /// (two arrays of words, so that no wide load reads them back).
+    entry_gpas: [u64; MAX_LEVELS],
+    entry_values: [u64; MAX_LEVELS],
     count: usize,
-    writable: bool,
-    user: bool,
-    no_execute: bool,
+    /// The entries before this one need no accessed update: a PAE PDPTE
+    /// has no accessed bit, and a walk that started at a cached table did
+    /// not read the entries above it (the walk that cached it set them).
+    first_accessed: usize,
+    /// 8-byte entries (4 bytes in 32-bit paging).
+    wide: bool,
+    rights: Rights,
     key: u32,
+}
+
+impl Walk {
+    fn new(wide: bool) -> Walk {
+        Walk {
+            leaf_table: None,
+            physical: 0,
+            entry_gpas: [0; MAX_LEVELS],
+            entry_values: [0; MAX_LEVELS],
+            count: 0,
+            first_accessed: 0,
+            wide,
+            rights: Rights::ALL,
+            key: 0,
+        }
+    }
+
+    /// Records entry `value` read at `gpa` as the walk's entry `depth`.
+    fn record(&mut self, depth: usize, gpa: u64, value: u64) {
+        if let (Some(gpa_slot), Some(value_slot)) = (
+            self.entry_gpas.get_mut(depth),
+            self.entry_values.get_mut(depth),
+        ) {
+            *gpa_slot = gpa;
+            *value_slot = value;
+        }
+        self.count = depth + 1;
+    }
 }
 
 enum WalkStop {
@@ -176,16 +244,7 @@ fn translate_once<G: Guest>(
     if kind.fetch && (ctx.cr4 & control::CR4_SMEP != 0 || (format != Format::Bits32 && nxe)) {
         base_code |= pf::FETCH;
     }
-    let mut walk = Walk {
-        leaf_table: None,
-        physical: 0,
-        entries: [UsedEntry::default(); 5],
-        count: 0,
-        writable: true,
-        user: true,
-        no_execute: false,
-        key: 0,
-    };
+    let mut walk = Walk::new(format != Format::Bits32);
     match format {
         Format::Bits32 => walk_32bit(guest, ctx, linear, base_code, &mut walk)?,
         _ => walk_wide(
@@ -213,6 +272,19 @@ fn read_entry<G: Guest>(guest: &mut G, gpa: u64, wide: bool) -> Result<u64, Memo
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// The not-present #PF.
+fn not_present(base_code: u32, linear: u64) -> WalkStop {
+    WalkStop::Fault(Fault::page_fault(base_code, linear))
+}
+
+/// The reserved-bit #PF.
+fn reserved(base_code: u32, linear: u64) -> WalkStop {
+    WalkStop::Fault(Fault::page_fault(
+        base_code | pf::PRESENT | pf::RESERVED,
+        linear,
+    ))
+}
+
 fn walk_32bit<G: Guest>(
     guest: &mut G,
     ctx: &PagingContext,
@@ -220,28 +292,19 @@ fn walk_32bit<G: Guest>(
     base_code: u32,
     walk: &mut Walk,
 ) -> Result<(), WalkStop> {
-    let not_present = Fault::page_fault(base_code, linear);
-    let reserved = Fault::page_fault(base_code | pf::PRESENT | pf::RESERVED, linear);
     let pde_gpa = (ctx.cr3 & 0xffff_f000) + ((linear >> 22) & 0x3ff) * 4;
     let pde = read_entry(guest, pde_gpa, false)?;
     if pde & ENTRY_PRESENT == 0 {
-        return Err(not_present.into());
+        return Err(not_present(base_code, linear));
     }
-    walk.entries[0] = UsedEntry {
-        gpa: pde_gpa,
-        value: pde,
-        wide: false,
-        has_accessed: true,
-    };
-    walk.count = 1;
-    walk.writable = pde & ENTRY_WRITABLE != 0;
-    walk.user = pde & ENTRY_USER != 0;
+    walk.record(0, pde_gpa, pde);
+    walk.rights.restrict(pde & !ENTRY_NX);
     if ctx.cr4 & control::CR4_PSE != 0 && pde & ENTRY_LARGE != 0 {
         // PSE-36: bits 20:13 hold physical bits 39:32, up to MAXPHYADDR.
         let high_bits = u64::from(ctx.physical_bits.clamp(32, 40)) - 32;
         let reserved_mask = (1u64 << 21) | (((1u64 << 8) - 1) & !((1u64 << high_bits) - 1)) << 13;
         if pde & reserved_mask != 0 {
-            return Err(reserved.into());
+            return Err(reserved(base_code, linear));
         }
         let frame = (pde & 0xffc0_0000) | (((pde >> 13) & 0xff) << 32);
         walk.physical = frame | (linear & 0x3f_ffff);
@@ -250,17 +313,10 @@ fn walk_32bit<G: Guest>(
     let pte_gpa = (pde & 0xffff_f000) + ((linear >> 12) & 0x3ff) * 4;
     let pte = read_entry(guest, pte_gpa, false)?;
     if pte & ENTRY_PRESENT == 0 {
-        return Err(not_present.into());
+        return Err(not_present(base_code, linear));
     }
-    walk.entries[1] = UsedEntry {
-        gpa: pte_gpa,
-        value: pte,
-        wide: false,
-        has_accessed: true,
-    };
-    walk.count = 2;
-    walk.writable &= pte & ENTRY_WRITABLE != 0;
-    walk.user &= pte & ENTRY_USER != 0;
+    walk.record(1, pte_gpa, pte);
+    walk.rights.restrict(pte & !ENTRY_NX);
     walk.physical = (pte & 0xffff_f000) | (linear & 0xfff);
     Ok(())
 }
@@ -274,47 +330,48 @@ fn walk_wide<G: Guest>(
     cached: Option<CachedTable>,
     walk: &mut Walk,
 ) -> Result<(), WalkStop> {
-    const SHIFTS_5: [u32; 5] = [48, 39, 30, 21, 12];
-    let shifts: &[u32] = match format {
-        Format::Level5 => &SHIFTS_5,
-        Format::Level4 => &SHIFTS_5[1..],
-        _ => &SHIFTS_5[2..],
+    // The shift of the linear-address bits each level indexes, root first.
+    let (mut shift, mut depth) = match format {
+        Format::Level5 => (48, 0),
+        Format::Level4 => (39, 0),
+        _ => (30, 0),
     };
     let nxe = ctx.efer & control::EFER_NXE != 0;
-    let physical_bits = u32::from(ctx.physical_bits.clamp(32, 52));
+    let physical_bits = ctx.physical_bits.clamp(32, 52);
     let address_mask = ((1u64 << physical_bits) - 1) & !0xfff;
     // Bits between MAXPHYADDR and bit 51 are reserved in every entry.
     let mut always_reserved = ((1u64 << 52) - 1) & !((1u64 << physical_bits) - 1);
     if format == Format::Pae {
         always_reserved |= 0x7ff0_0000_0000_0000;
+        walk.first_accessed = 1;
     }
     if !nxe {
         always_reserved |= ENTRY_NX;
     }
-    let not_present = Fault::page_fault(base_code, linear);
-    let reserved = Fault::page_fault(base_code | pf::PRESENT | pf::RESERVED, linear);
     let mut table = if format == Format::Pae {
         ctx.cr3 & 0xffff_ffe0
     } else {
         ctx.cr3 & address_mask
     };
-    let mut start = 0;
+    // Accumulated in a local (registers), stored into the walk at the end.
+    let mut rights = Rights::ALL;
     if let Some(cached) = cached
         && cached.region == linear >> 21
     {
-        start = shifts.len() - 1;
+        // Straight to the page table: the entries above are the cached walk's.
+        depth = (shift - 12) as usize / 9;
+        shift = 12;
+        walk.first_accessed = depth;
         table = cached.table;
-        walk.writable = cached.writable;
-        walk.user = cached.user;
-        walk.no_execute = cached.no_execute;
+        rights = cached.rights;
     }
-    for (depth, &shift) in shifts.iter().enumerate().skip(start) {
+    loop {
         let pae_pdpte = format == Format::Pae && depth == 0;
         let index_mask = if pae_pdpte { 3 } else { 0x1ff };
         let gpa = table + ((linear >> shift) & index_mask) * 8;
         let value = read_entry(guest, gpa, true)?;
         if value & ENTRY_PRESENT == 0 {
-            return Err(not_present.into());
+            return Err(not_present(base_code, linear));
         }
         let mut reserved_mask = always_reserved;
         if pae_pdpte {
@@ -329,23 +386,14 @@ fn walk_wide<G: Guest>(
             reserved_mask |= ((1u64 << shift) - 1) & !0x1fff;
         }
         if value & reserved_mask != 0 {
-            return Err(reserved.into());
+            return Err(reserved(base_code, linear));
         }
-        if let Some(slot) = walk.entries.get_mut(depth) {
-            *slot = UsedEntry {
-                gpa,
-                value,
-                wide: true,
-                has_accessed: !pae_pdpte,
-            };
-        }
-        walk.count = depth + 1;
+        walk.record(depth, gpa, value);
         if !pae_pdpte {
-            walk.writable &= value & ENTRY_WRITABLE != 0;
-            walk.user &= value & ENTRY_USER != 0;
-            walk.no_execute |= nxe && value & ENTRY_NX != 0;
+            rights.restrict(value);
         }
         if shift == 12 || large {
+            walk.rights = rights;
             let offset_mask = (1u64 << shift) - 1;
             walk.physical = (value & address_mask & !offset_mask) | (linear & offset_mask);
             walk.key = ((value >> 59) & 0xf) as u32;
@@ -356,15 +404,12 @@ fn walk_wide<G: Guest>(
             walk.leaf_table = Some(CachedTable {
                 region: linear >> 21,
                 table,
-                writable: walk.writable,
-                user: walk.user,
-                no_execute: walk.no_execute,
+                rights,
             });
         }
+        shift -= 9;
+        depth += 1;
     }
-    Err(WalkStop::Fault(Fault::Unsupported(
-        "page walk without a leaf",
-    )))
 }
 
 fn check_permissions(
@@ -379,19 +424,22 @@ fn check_permissions(
     let smep = ctx.cr4 & control::CR4_SMEP != 0;
     let smap = ctx.cr4 & control::CR4_SMAP != 0;
     let denied = if kind.fetch {
-        walk.no_execute || (kind.user && !walk.user) || (!kind.user && smep && walk.user)
+        walk.rights.no_execute()
+            || (kind.user && !walk.rights.user())
+            || (!kind.user && smep && walk.rights.user())
     } else if kind.user {
-        !walk.user || (kind.write && !walk.writable)
+        !walk.rights.user() || (kind.write && !walk.rights.writable())
     } else {
-        let smap_denies = smap && walk.user && (kind.implicit_supervisor || !ctx.alignment_flag);
-        smap_denies || (kind.write && !walk.writable && wp)
+        let smap_denies =
+            smap && walk.rights.user() && (kind.implicit_supervisor || !ctx.alignment_flag);
+        smap_denies || (kind.write && !walk.rights.writable() && wp)
     };
     if denied {
         return Err(Fault::page_fault(base_code | pf::PRESENT, linear).into());
     }
     let keys_apply = ctx.cr4 & control::CR4_PKE != 0
         && matches!(format, Format::Level4 | Format::Level5)
-        && walk.user
+        && walk.rights.user()
         && !kind.fetch;
     if keys_apply {
         let access_disabled = (ctx.pkru >> (2 * walk.key)) & 1 != 0;
@@ -408,24 +456,22 @@ fn check_permissions(
 /// Sets A in every entry the walk used (D too in the leaf for a write), each
 /// with one compare-exchange against the value the walk read.
 fn set_accessed_dirty<G: Guest>(guest: &mut G, walk: &Walk, write: bool) -> Result<(), WalkStop> {
-    let used = walk.entries.get(..walk.count).unwrap_or(&[]);
-    for (index, entry) in used.iter().enumerate() {
-        if !entry.has_accessed {
-            continue;
-        }
+    let count = walk.count.min(MAX_LEVELS);
+    let len = if walk.wide { 8 } else { 4 };
+    let used = walk.entry_gpas.iter().zip(&walk.entry_values).take(count);
+    for (index, (&gpa, &value)) in used.enumerate().skip(walk.first_accessed) {
         let mut bits = ENTRY_ACCESSED;
-        if write && index + 1 == walk.count {
+        if write && index + 1 == count {
             bits |= ENTRY_DIRTY;
         }
-        if entry.value & bits == bits {
+        if value & bits == bits {
             continue;
         }
-        let len = if entry.wide { 8 } else { 4 };
-        let expected = entry.value.to_le_bytes();
-        let new = (entry.value | bits).to_le_bytes();
+        let expected = value.to_le_bytes();
+        let new = (value | bits).to_le_bytes();
         let mut current = [0u8; 8];
-        let page = entry.gpa & !0xfff;
-        let offset = (entry.gpa & 0xfff) as u16;
+        let page = gpa & !0xfff;
+        let offset = (gpa & 0xfff) as u16;
         let stored = guest.compare_exchange(
             [page, page],
             offset,
