@@ -11,6 +11,7 @@ use guest_support::trapped::TrappedMemory;
 use guest_support::{acpi, cpu, serial, serial_println};
 use spin::Once;
 
+use crate::faults::Observed;
 use crate::report::{ResultLine, Tally, verdict_word};
 
 static GUEST_NAME: Once<&'static str> = Once::new();
@@ -149,4 +150,24 @@ fn unexpected_exception(record: &ExceptionRecord) -> ! {
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     fail_now(format_args!("panic: {info}"))
+}
+
+/// Runs `probe` (one access that may fault) between fenced TSC reads: the
+/// exception taken or the value read back, and how long it took.
+pub fn timed(probe: impl FnOnce() -> Result<u64, ExceptionRecord>) -> Observed {
+    let start = cpu::rdtsc_fenced();
+    let outcome = probe();
+    let ticks = cpu::rdtsc_fenced().wrapping_sub(start);
+    match outcome {
+        Ok(value) => Observed {
+            fault: None,
+            value,
+            ticks,
+        },
+        Err(record) => Observed {
+            fault: Some((record.vector, record.error_code, record.cr2)),
+            value: 0,
+            ticks,
+        },
+    }
 }

@@ -286,25 +286,6 @@ const fn through_emulator(name: &'static str, value: u64) -> FaultCase {
     }
 }
 
-/// Runs `probe` between fenced TSC reads.
-fn timed(probe: impl FnOnce() -> Result<u64, idt::ExceptionRecord>) -> Observed {
-    let start = cpu::rdtsc_fenced();
-    let outcome = probe();
-    let ticks = cpu::rdtsc_fenced().wrapping_sub(start);
-    match outcome {
-        Ok(value) => Observed {
-            fault: None,
-            value,
-            ticks,
-        },
-        Err(record) => Observed {
-            fault: Some((record.vector, record.error_code, record.cr2)),
-            value: 0,
-            ticks,
-        },
-    }
-}
-
 fn call(function: u64, arguments: [u64; 3]) -> Result<u64, idt::ExceptionRecord> {
     // SAFETY: every function probed here is one of stubs.s's (or an address whose
     // fetch faults); they touch only the test pages and their own PTE.
@@ -361,7 +342,7 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
     let mut run = |case: FaultCase,
                    probe: &mut dyn FnMut() -> Result<u64, idt::ExceptionRecord>| {
         reset_pages();
-        let observed = timed(probe);
+        let observed = runtime::timed(probe);
         let _ = cases.push((case, observed));
     };
 

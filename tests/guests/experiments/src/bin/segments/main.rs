@@ -25,7 +25,6 @@ use core::ptr::{addr_of, read_volatile};
 
 use experiments_guest::faults::{Expected, FaultCase, Judged, Observed, Path, emulator_work};
 use experiments_guest::runtime;
-use guest_support::cpu;
 use guest_support::idt::{self, vector};
 use guest_support::platform::VGA_TEXT_BASE;
 use guest_support::serial_println;
@@ -145,25 +144,6 @@ fn observed32(record: &Record32) -> Observed {
     }
 }
 
-/// Runs a 64-bit case: `probe` returns the exception or the value read back.
-fn timed(probe: impl FnOnce() -> Result<u64, idt::ExceptionRecord>) -> Observed {
-    let start = cpu::rdtsc_fenced();
-    let outcome = probe();
-    let ticks = cpu::rdtsc_fenced().wrapping_sub(start);
-    match outcome {
-        Ok(value) => Observed {
-            fault: None,
-            value,
-            ticks,
-        },
-        Err(record) => Observed {
-            fault: Some((record.vector, record.error_code, record.cr2)),
-            value: 0,
-            ticks,
-        },
-    }
-}
-
 #[unsafe(no_mangle)]
 extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
     let mut checks = runtime::begin(NAME);
@@ -209,9 +189,11 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         memory.store_u32(SOURCE + 4, SOURCE_HIGH_VALUE);
     }
     let outcomes = [
-        timed(|| unsafe { idt::probe_load_u8(NON_CANONICAL as usize) }.map(u64::from)),
-        timed(|| unsafe { idt::probe_movsq(NON_CANONICAL, SOURCE as u64) }.map(|()| 0)),
-        timed(|| unsafe { idt::probe_movsq(MOVSQ_TARGET as u64, SOURCE as u64) }.map(|()| 0)),
+        runtime::timed(|| unsafe { idt::probe_load_u8(NON_CANONICAL as usize) }.map(u64::from)),
+        runtime::timed(|| unsafe { idt::probe_movsq(NON_CANONICAL, SOURCE as u64) }.map(|()| 0)),
+        runtime::timed(|| {
+            unsafe { idt::probe_movsq(MOVSQ_TARGET as u64, SOURCE as u64) }.map(|()| 0)
+        }),
     ];
     for (index, (case, mut observed)) in CASES64.iter().zip(outcomes).enumerate() {
         if observed.fault.is_none() && case.path == Path::Emulator {
