@@ -1,7 +1,7 @@
 //! The exit message: what the core writes into a CPU's message page when it
 //! forwards a VM exit to that CPU's service thread.
 
-use crate::state::{GuestState, VectorRegisters};
+use crate::state::{GuestState, SegmentRegister, VectorRegisters};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Basic VM-exit reasons the core forwards (SDM Vol. 3 Appendix C).
@@ -34,6 +34,8 @@ impl ValidGroups {
     pub const SSE: u32 = 1 << 4;
     /// The upper 128 bits of YMM0-15.
     pub const AVX: u32 = 1 << 5;
+    /// [`ExitMessage::ldtr`] (ABI 1.3).
+    pub const LDTR: u32 = 1 << 6;
 }
 
 /// EPT-violation exit qualification bits (SDM Vol. 3 Table 28-7).
@@ -66,6 +68,9 @@ pub struct ExitMessage {
     pub guest_linear: u64,
     pub state: GuestState,
     pub vectors: VectorRegisters,
+    /// LDTR, for selectors with TI set (appended in ABI 1.3, so services
+    /// built for 1.2 still find everything else where it was).
+    pub ldtr: SegmentRegister,
 }
-const _: () = assert!(size_of::<ExitMessage>() == 48 + size_of::<GuestState>() + 512);
+const _: () = assert!(size_of::<ExitMessage>() == 48 + size_of::<GuestState>() + 512 + 24);
 const _: () = assert!(size_of::<ExitMessage>() <= 2048);

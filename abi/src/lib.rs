@@ -14,7 +14,7 @@ pub mod syscall;
 
 pub use capability::Rights;
 pub use exit::{ExitMessage, ExitReason, ValidGroups};
-pub use reply::{Action, ChangedGroups, ExceptionReply, Reply};
+pub use reply::{Action, ChangedGroups, ExceptionReply, Reply, SegmentLoad};
 pub use state::{DescriptorTable, Gpr, GuestState, Segment, SegmentRegister, VectorRegisters};
 pub use syscall::{CmpxchgRequest, ServiceStart, Syscall, SyscallError};
 
@@ -28,7 +28,7 @@ pub struct AbiVersion {
 
 impl AbiVersion {
     /// The version this crate describes.
-    pub const CURRENT: AbiVersion = AbiVersion { major: 1, minor: 2 };
+    pub const CURRENT: AbiVersion = AbiVersion { major: 1, minor: 3 };
 
     /// Packs the version into one register value (`major << 16 | minor`).
     pub const fn pack(self) -> u64 {

@@ -1,7 +1,7 @@
 //! The reply: what a service writes back into the message page before it calls
 //! `reply_recv`. The core copies it out, validates every field, then applies it.
 
-use crate::state::VectorRegisters;
+use crate::state::{SegmentRegister, VectorRegisters};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 /// What the core should do with the vCPU.
@@ -40,7 +40,32 @@ impl ChangedGroups {
     pub const RFLAGS: u32 = 1 << 2;
     /// Vector registers: which ones is in [`Reply::vector_mask`].
     pub const VECTORS: u32 = 1 << 3;
-    pub const ALL: u32 = Self::GPRS | Self::RIP | Self::RFLAGS | Self::VECTORS;
+    /// One segment register, described by [`Reply::segment`] (ABI 1.3).
+    pub const SEGMENT: u32 = 1 << 4;
+    pub const ALL: u32 = Self::GPRS | Self::RIP | Self::RFLAGS | Self::VECTORS | Self::SEGMENT;
+}
+
+/// A segment register an emulated instruction loaded (MOV Sreg, POP Sreg,
+/// LDS/LES/LFS/LGS/LSS): the whole register as the descriptor load left it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct SegmentLoad {
+    /// Selector, base, limit and access rights in VMCS form.
+    pub value: SegmentRegister,
+    /// Which register, as a raw [`crate::Segment`] (never CS).
+    pub register: u8,
+    /// [`SegmentLoad::BLOCKS_INTERRUPTS`].
+    pub flags: u8,
+    pub reserved: [u8; 6],
+}
+const _: () = assert!(size_of::<SegmentLoad>() == 32);
+
+impl SegmentLoad {
+    /// MOV SS or POP SS: interrupts (and single-step traps) are blocked
+    /// until the next instruction retires (SDM "blocking by MOV SS").
+    pub const BLOCKS_INTERRUPTS: u8 = 1 << 0;
 }
 
 /// An exception for the core to inject.
@@ -82,7 +107,9 @@ pub struct Reply {
     pub rip: u64,
     pub rflags: u64,
     pub exception: ExceptionReply,
-    pub reserved: [u64; 4],
+    /// With [`ChangedGroups::SEGMENT`]: the segment register the instruction
+    /// loaded; all zero otherwise (these were reserved bytes before ABI 1.3).
+    pub segment: SegmentLoad,
     pub vectors: VectorRegisters,
 }
 const _: () = assert!(size_of::<Reply>() == 24 + 128 + 16 + 16 + 32 + 512);

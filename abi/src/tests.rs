@@ -12,7 +12,8 @@ fn exit_message_offsets_are_fixed() {
     assert_eq!(offset_of!(ExitMessage, state), 48);
     assert_eq!(offset_of!(GuestState, rip), 128);
     assert_eq!(offset_of!(GuestState, segments), 200);
-    assert_eq!(size_of::<ExitMessage>(), 48 + 376 + 512);
+    assert_eq!(offset_of!(ExitMessage, ldtr), 48 + 376 + 512);
+    assert_eq!(size_of::<ExitMessage>(), 48 + 376 + 512 + 24);
 }
 
 #[test]
@@ -20,6 +21,7 @@ fn reply_offsets_are_fixed() {
     assert_eq!(offset_of!(Reply, sequence), 8);
     assert_eq!(offset_of!(Reply, gprs), 24);
     assert_eq!(offset_of!(Reply, exception), 168);
+    assert_eq!(offset_of!(Reply, segment), 184);
     assert_eq!(offset_of!(Reply, vectors), 216);
     assert_eq!(size_of::<Reply>(), 728);
 }

@@ -51,8 +51,11 @@ fn fill_message(cpu: &mut PerCpu, gpa: u64) {
     message.qualification = read(f::EXIT_QUALIFICATION);
     message.guest_physical = gpa;
     message.guest_linear = read(f::GUEST_LINEAR_ADDRESS);
-    let mut valid =
-        ValidGroups::GPRS | ValidGroups::CONTROL | ValidGroups::SEGMENTS | ValidGroups::SSE;
+    let mut valid = ValidGroups::GPRS
+        | ValidGroups::CONTROL
+        | ValidGroups::SEGMENTS
+        | ValidGroups::SSE
+        | ValidGroups::LDTR;
     if message.qualification & abi::exit::ept_qualification::GUEST_LINEAR_VALID != 0 {
         valid |= ValidGroups::GUEST_LINEAR;
     }
@@ -78,6 +81,15 @@ fn fill_message(cpu: &mut PerCpu, gpa: u64) {
         };
     }
     state.cpl = u32::from(state.segments[abi::Segment::Ss as usize].dpl());
+    message.ldtr = SegmentRegister {
+        selector: read(f::GUEST_LDTR_SELECTOR) as u16,
+        reserved0: 0,
+        access_rights: read(f::GUEST_LDTR_ACCESS_RIGHTS) as u32,
+        limit: read(f::GUEST_LDTR_LIMIT) as u32,
+        reserved1: 0,
+        base: read(f::GUEST_LDTR_BASE),
+    };
+    let state = &mut message.state;
     state.gdtr = abi::DescriptorTable {
         limit: read(f::GUEST_GDTR_LIMIT) as u32,
         reserved: 0,

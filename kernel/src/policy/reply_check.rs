@@ -5,7 +5,7 @@
 
 use abi::{
     AbiVersion, Action, ChangedGroups, ExceptionReply, ExitMessage, GuestState, Reply, Segment,
-    SegmentRegister, VectorRegisters,
+    SegmentLoad, SegmentRegister, VectorRegisters,
 };
 use core::fmt;
 
@@ -175,10 +175,15 @@ pub fn validate_reply<'a>(
         return Err(ReplyError::WrongSequence);
     }
     let action = Action::from_raw(reply.action).ok_or(ReplyError::UnknownAction)?;
-    if reply.reserved != [0; 4] || reply.exception.reserved != 0 {
+    if reply.exception.reserved != 0 {
         return Err(ReplyError::ReservedFieldNotZero);
     }
-    if reply.changed & !ChangedGroups::ALL != 0 {
+    // Segment loads (ABI 1.3) are not applied yet: the group is refused
+    // and its bytes must stay zero, as they did while reserved.
+    if reply.segment != SegmentLoad::default() {
+        return Err(ReplyError::ReservedFieldNotZero);
+    }
+    if reply.changed & !(ChangedGroups::ALL & !ChangedGroups::SEGMENT) != 0 {
         return Err(ReplyError::UnknownChangedGroups);
     }
     if action != Action::Resume && (reply.changed != 0 || reply.vector_mask != 0) {

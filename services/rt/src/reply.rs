@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(reply.vectors.ymm[2], [7; 32]);
         assert_eq!(reply.vectors.ymm[3], [0; 32]);
         assert_eq!(reply.exception, ExceptionReply::default());
-        assert_eq!(reply.reserved, [0; 4]);
+        assert_eq!(reply.segment, abi::SegmentLoad::default());
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn exit_in(mode: GuestMode) -> ExitMessage {
         guest_linear: 0,
         state,
         vectors: VectorRegisters::default(),
+        ldtr: SegmentRegister::default(),
     }
 }
 
@@ -155,9 +156,9 @@ fn header_errors() {
 
 #[test]
 fn reserved_fields_must_be_zero() {
-    for index in 0..4 {
+    for index in 0..6 {
         let mut reply = resume();
-        reply.reserved[index] = 1;
+        reply.segment.reserved[index] = 1;
         assert_eq!(refused(&reply, &long()), ReplyError::ReservedFieldNotZero);
     }
     let mut reply = inject(13, Some(0), None);

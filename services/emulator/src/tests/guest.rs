@@ -170,6 +170,7 @@ fn exit_with(state: GuestState) -> ExitMessage {
         guest_linear: 0,
         state,
         vectors: VectorRegisters::default(),
+        ldtr: SegmentRegister::default(),
     }
 }
 

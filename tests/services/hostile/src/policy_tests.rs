@@ -96,6 +96,7 @@ fn exit(long: bool) -> ExitMessage {
         guest_linear: 0xfee0_0020,
         state,
         vectors: VectorRegisters::default(),
+        ldtr: SegmentRegister::default(),
     }
 }
 

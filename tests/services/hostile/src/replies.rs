@@ -139,11 +139,11 @@ pub fn reply_attack(exit: &ExitMessage, index: usize) -> Option<ReplyAttack> {
             *r = inject(exit, 6);
             r.exception.error_code = 4;
         }),
-        33 => edit("reply with Reply.reserved[0] nonzero", &|r| {
-            r.reserved[0] = 1
+        33 => edit("reply with Reply.segment.reserved[0] nonzero", &|r| {
+            r.segment.reserved[0] = 1
         }),
-        34 => edit("reply with Reply.reserved[3] nonzero", &|r| {
-            r.reserved[3] = 1 << 63
+        34 => edit("reply with Reply.segment.reserved[5] nonzero", &|r| {
+            r.segment.reserved[5] = 0x80
         }),
         35 => edit("inject with exception.reserved nonzero", &|r| {
             *r = with_error_code(inject(exit, 13), 0);

@@ -156,12 +156,17 @@ fn message(state: GuestState) -> ExitMessage {
             | ValidGroups::CONTROL
             | ValidGroups::SEGMENTS
             | ValidGroups::SSE
-            | ValidGroups::AVX,
+            | ValidGroups::AVX
+            | ValidGroups::LDTR,
         qualification: ept_qualification::READ | ept_qualification::WRITE,
         guest_physical: 0,
         guest_linear: 0,
         state,
         vectors: VectorRegisters::default(),
+        ldtr: SegmentRegister {
+            access_rights: SegmentRegister::AR_UNUSABLE,
+            ..SegmentRegister::default()
+        },
     }
 }
 
