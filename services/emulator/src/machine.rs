@@ -5,7 +5,7 @@
 use crate::EmulatorConfig;
 use crate::Guest;
 use crate::fault::Fault;
-use crate::paging::{AccessKind, PagingContext, WalkCache, translate};
+use crate::paging::{AccessKind, ControlState, PagingContext, WalkCache, translate};
 use crate::state::{Mode, Registers, rflags};
 use abi::ExitMessage;
 use abi::exit::ept_qualification;
@@ -69,16 +69,18 @@ impl<'a, G: Guest> Machine<'a, G> {
     ) -> Machine<'a, G> {
         let mode = Mode::of(exit);
         let state = &exit.state;
-        let paging = PagingContext {
-            cr0: state.cr0,
-            cr3: state.cr3,
-            cr4: state.cr4,
-            efer: state.efer,
-            pkru: state.pkru,
-            alignment_flag: state.rflags & rflags::AC != 0,
-            physical_bits: u32::from(config.physical_address_bits),
-            attempts: config.page_walk_attempts,
-        };
+        let paging = PagingContext::new(
+            &ControlState {
+                cr0: state.cr0,
+                cr3: state.cr3,
+                cr4: state.cr4,
+                efer: state.efer,
+                pkru: state.pkru,
+            },
+            state.rflags & rflags::AC != 0,
+            config.physical_address_bits,
+            config.page_walk_attempts,
+        );
         Machine {
             guest,
             exit,

@@ -7,24 +7,89 @@ use crate::fault::Fault;
 use crate::state::control;
 use crate::{Guest, MemoryError};
 
-/// The control state a walk depends on.
+/// The control state a walk depends on, with what follows from it worked
+/// out once per instruction (not once per walk).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PagingContext {
+    cr0: u64,
+    cr4: u64,
+    pkru: u32,
+    /// RFLAGS.AC, which lets supervisor code reach user pages under SMAP.
+    alignment_flag: bool,
+    /// How many times a walk is repeated when an accessed/dirty update loses a
+    /// race before the instruction is retried as a whole.
+    attempts: u32,
+    format: Format,
+    nxe: bool,
+    /// The first table of a walk (the page directory, PDPT or PML4/PML5).
+    root: u64,
+    /// The address bits of an entry (up to MAXPHYADDR) of the wide formats.
+    address_mask: u64,
+    /// Bits reserved in every entry of the wide formats (above MAXPHYADDR;
+    /// XD without EFER.NXE; the PAE PDPTE's upper bits).
+    always_reserved: u64,
+    /// MAXPHYADDR clamped for PSE-36 (32-bit paging).
+    physical_bits: u32,
+}
+
+impl PagingContext {
+    /// The context of the guest's CR0, CR3, CR4, EFER, PKRU and RFLAGS.AC,
+    /// for a CPU with `physical_bits` of physical address.
+    pub(crate) fn new(
+        control: &ControlState,
+        alignment_flag: bool,
+        physical_bits: u8,
+        attempts: u32,
+    ) -> PagingContext {
+        let format = if control.cr4 & control::CR4_PAE == 0 {
+            Format::Bits32
+        } else if control.efer & control::EFER_LMA == 0 {
+            Format::Pae
+        } else if control.cr4 & control::CR4_LA57 != 0 {
+            Format::Level5
+        } else {
+            Format::Level4
+        };
+        let nxe = control.efer & control::EFER_NXE != 0;
+        let physical_bits = u32::from(physical_bits).clamp(32, 52);
+        let address_mask = ((1u64 << physical_bits) - 1) & !0xfff;
+        // Bits between MAXPHYADDR and bit 51 are reserved in every entry.
+        let mut always_reserved = ((1u64 << 52) - 1) & !((1u64 << physical_bits) - 1);
+        if format == Format::Pae {
+            always_reserved |= 0x7ff0_0000_0000_0000;
+        }
+        if !nxe {
+            always_reserved |= ENTRY_NX;
+        }
+        let root = match format {
+            Format::Bits32 => control.cr3 & 0xffff_f000,
+            Format::Pae => control.cr3 & 0xffff_ffe0,
+            Format::Level4 | Format::Level5 => control.cr3 & address_mask,
+        };
+        PagingContext {
+            cr0: control.cr0,
+            cr4: control.cr4,
+            pkru: control.pkru,
+            alignment_flag,
+            attempts,
+            format,
+            nxe,
+            root,
+            address_mask,
+            always_reserved,
+            physical_bits,
+        }
+    }
+}
+
+/// The registers paging depends on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ControlState {
     pub cr0: u64,
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
     pub pkru: u32,
-    /// RFLAGS.AC, which lets supervisor code reach user pages under SMAP.
-    pub alignment_flag: bool,
-    /// MAXPHYADDR: physical address bits above it are reserved in entries.
-    /// A whole word: a walk loads it first thing, and a byte stored next to
-    /// other narrow fields comes back through a wider load that waits for
-    /// the stores to retire.
-    pub physical_bits: u32,
-    /// How many times a walk is repeated when an accessed/dirty update loses a
-    /// race before the instruction is retried as a whole.
-    pub attempts: u32,
 }
 
 /// What kind of access is being translated.
@@ -213,18 +278,6 @@ pub(crate) fn translate<G: Guest>(
     Err(Fault::Retry)
 }
 
-fn format(ctx: &PagingContext) -> Format {
-    if ctx.cr4 & control::CR4_PAE == 0 {
-        Format::Bits32
-    } else if ctx.efer & control::EFER_LMA == 0 {
-        Format::Pae
-    } else if ctx.cr4 & control::CR4_LA57 != 0 {
-        Format::Level5
-    } else {
-        Format::Level4
-    }
-}
-
 fn translate_once<G: Guest>(
     guest: &mut G,
     ctx: &PagingContext,
@@ -232,8 +285,7 @@ fn translate_once<G: Guest>(
     kind: AccessKind,
     cache: &mut WalkCache,
 ) -> Result<u64, WalkStop> {
-    let format = format(ctx);
-    let nxe = ctx.efer & control::EFER_NXE != 0;
+    let format = ctx.format;
     let mut base_code = 0;
     if kind.write {
         base_code |= pf::WRITE;
@@ -241,23 +293,15 @@ fn translate_once<G: Guest>(
     if kind.user {
         base_code |= pf::USER;
     }
-    if kind.fetch && (ctx.cr4 & control::CR4_SMEP != 0 || (format != Format::Bits32 && nxe)) {
+    if kind.fetch && (ctx.cr4 & control::CR4_SMEP != 0 || (format != Format::Bits32 && ctx.nxe)) {
         base_code |= pf::FETCH;
     }
     let mut walk = Walk::new(format != Format::Bits32);
     match format {
         Format::Bits32 => walk_32bit(guest, ctx, linear, base_code, &mut walk)?,
-        _ => walk_wide(
-            guest,
-            ctx,
-            format,
-            linear,
-            base_code,
-            cache.table,
-            &mut walk,
-        )?,
+        _ => walk_wide(guest, ctx, linear, base_code, cache.table, &mut walk)?,
     }
-    check_permissions(ctx, format, &walk, kind, linear, base_code)?;
+    check_permissions(ctx, &walk, kind, linear, base_code)?;
     set_accessed_dirty(guest, &walk, kind.write)?;
     if walk.leaf_table.is_some() {
         cache.table = walk.leaf_table;
@@ -273,11 +317,13 @@ fn read_entry<G: Guest>(guest: &mut G, gpa: u64, wide: bool) -> Result<u64, Memo
 }
 
 /// The not-present #PF.
+#[cold]
 fn not_present(base_code: u32, linear: u64) -> WalkStop {
     WalkStop::Fault(Fault::page_fault(base_code, linear))
 }
 
 /// The reserved-bit #PF.
+#[cold]
 fn reserved(base_code: u32, linear: u64) -> WalkStop {
     WalkStop::Fault(Fault::page_fault(
         base_code | pf::PRESENT | pf::RESERVED,
@@ -285,6 +331,9 @@ fn reserved(base_code: u32, linear: u64) -> WalkStop {
     ))
 }
 
+// Not inlined: its PSE-36 constants would otherwise be worked out before
+// every walk, whatever the format.
+#[inline(never)]
 fn walk_32bit<G: Guest>(
     guest: &mut G,
     ctx: &PagingContext,
@@ -292,7 +341,7 @@ fn walk_32bit<G: Guest>(
     base_code: u32,
     walk: &mut Walk,
 ) -> Result<(), WalkStop> {
-    let pde_gpa = (ctx.cr3 & 0xffff_f000) + ((linear >> 22) & 0x3ff) * 4;
+    let pde_gpa = ctx.root + ((linear >> 22) & 0x3ff) * 4;
     let pde = read_entry(guest, pde_gpa, false)?;
     if pde & ENTRY_PRESENT == 0 {
         return Err(not_present(base_code, linear));
@@ -324,74 +373,69 @@ fn walk_32bit<G: Guest>(
 fn walk_wide<G: Guest>(
     guest: &mut G,
     ctx: &PagingContext,
-    format: Format,
     linear: u64,
     base_code: u32,
     cached: Option<CachedTable>,
     walk: &mut Walk,
 ) -> Result<(), WalkStop> {
-    // The shift of the linear-address bits each level indexes, root first.
-    let (mut shift, mut depth) = match format {
-        Format::Level5 => (48, 0),
-        Format::Level4 => (39, 0),
-        _ => (30, 0),
-    };
-    let nxe = ctx.efer & control::EFER_NXE != 0;
-    let physical_bits = ctx.physical_bits.clamp(32, 52);
-    let address_mask = ((1u64 << physical_bits) - 1) & !0xfff;
-    // Bits between MAXPHYADDR and bit 51 are reserved in every entry.
-    let mut always_reserved = ((1u64 << 52) - 1) & !((1u64 << physical_bits) - 1);
-    if format == Format::Pae {
-        always_reserved |= 0x7ff0_0000_0000_0000;
-        walk.first_accessed = 1;
-    }
-    if !nxe {
-        always_reserved |= ENTRY_NX;
-    }
-    let mut table = if format == Format::Pae {
-        ctx.cr3 & 0xffff_ffe0
-    } else {
-        ctx.cr3 & address_mask
-    };
+    let address_mask = ctx.address_mask;
+    let always_reserved = ctx.always_reserved;
     // Accumulated in a local (registers), stored into the walk at the end.
     let mut rights = Rights::ALL;
-    if let Some(cached) = cached
-        && cached.region == linear >> 21
-    {
-        // Straight to the page table: the entries above are the cached walk's.
-        depth = (shift - 12) as usize / 9;
-        shift = 12;
-        walk.first_accessed = depth;
-        table = cached.table;
-        rights = cached.rights;
-    }
+    // The table to read, the shift of the linear-address bits that index
+    // it (12 for a page table), and its depth in the walk.
+    let (mut table, mut shift, mut depth) = match cached {
+        Some(cached) if cached.region == linear >> 21 => {
+            // Straight to the page table: the entries above are the cached walk's.
+            let depth = match ctx.format {
+                Format::Level5 => 4,
+                Format::Level4 => 3,
+                _ => 2,
+            };
+            walk.first_accessed = depth;
+            rights = cached.rights;
+            (cached.table, 12, depth)
+        }
+        _ => match ctx.format {
+            Format::Pae => {
+                // The PDPTE: four of them, no accessed bit, no rights, and
+                // reserved bits of their own.
+                walk.first_accessed = 1;
+                let gpa = ctx.root + ((linear >> 30) & 3) * 8;
+                let value = read_entry(guest, gpa, true)?;
+                if value & ENTRY_PRESENT == 0 {
+                    return Err(not_present(base_code, linear));
+                }
+                if value & (always_reserved | 0x1e6 | ENTRY_NX) != 0 {
+                    return Err(reserved(base_code, linear));
+                }
+                walk.record(0, gpa, value);
+                (value & address_mask, 21, 1)
+            }
+            Format::Level5 => (ctx.root, 48, 0),
+            _ => (ctx.root, 39, 0),
+        },
+    };
     loop {
-        let pae_pdpte = format == Format::Pae && depth == 0;
-        let index_mask = if pae_pdpte { 3 } else { 0x1ff };
-        let gpa = table + ((linear >> shift) & index_mask) * 8;
+        let gpa = table + ((linear >> shift) & 0x1ff) * 8;
         let value = read_entry(guest, gpa, true)?;
         if value & ENTRY_PRESENT == 0 {
             return Err(not_present(base_code, linear));
         }
-        let mut reserved_mask = always_reserved;
-        if pae_pdpte {
-            reserved_mask |= 0x1e6 | ENTRY_NX;
-        }
-        if shift >= 39 {
-            reserved_mask |= ENTRY_LARGE;
-        }
-        let large = !pae_pdpte && (shift == 30 || shift == 21) && value & ENTRY_LARGE != 0;
-        if large {
+        let large = (shift == 30 || shift == 21) && value & ENTRY_LARGE != 0;
+        let reserved_mask = if shift >= 39 {
+            always_reserved | ENTRY_LARGE
+        } else if large {
             // Bits 12 (PAT) and up hold the frame; 13..shift-1 must be zero.
-            reserved_mask |= ((1u64 << shift) - 1) & !0x1fff;
-        }
+            always_reserved | (((1u64 << shift) - 1) & !0x1fff)
+        } else {
+            always_reserved
+        };
         if value & reserved_mask != 0 {
             return Err(reserved(base_code, linear));
         }
         walk.record(depth, gpa, value);
-        if !pae_pdpte {
-            rights.restrict(value);
-        }
+        rights.restrict(value);
         if shift == 12 || large {
             walk.rights = rights;
             let offset_mask = (1u64 << shift) - 1;
@@ -414,7 +458,6 @@ fn walk_wide<G: Guest>(
 
 fn check_permissions(
     ctx: &PagingContext,
-    format: Format,
     walk: &Walk,
     kind: AccessKind,
     linear: u64,
@@ -438,7 +481,7 @@ fn check_permissions(
         return Err(Fault::page_fault(base_code | pf::PRESENT, linear).into());
     }
     let keys_apply = ctx.cr4 & control::CR4_PKE != 0
-        && matches!(format, Format::Level4 | Format::Level5)
+        && matches!(ctx.format, Format::Level4 | Format::Level5)
         && walk.rights.user()
         && !kind.fetch;
     if keys_apply {
@@ -458,8 +501,13 @@ fn check_permissions(
 fn set_accessed_dirty<G: Guest>(guest: &mut G, walk: &Walk, write: bool) -> Result<(), WalkStop> {
     let count = walk.count.min(MAX_LEVELS);
     let len = if walk.wide { 8 } else { 4 };
-    let used = walk.entry_gpas.iter().zip(&walk.entry_values).take(count);
-    for (index, (&gpa, &value)) in used.enumerate().skip(walk.first_accessed) {
+    // A plain index loop: iterator adapters here (skip, zip) were not
+    // inlined and cost more than the rest of a walk.
+    for index in walk.first_accessed..count {
+        let (Some(&gpa), Some(&value)) = (walk.entry_gpas.get(index), walk.entry_values.get(index))
+        else {
+            break;
+        };
         let mut bits = ENTRY_ACCESSED;
         if write && index + 1 == count {
             bits |= ENTRY_DIRTY;

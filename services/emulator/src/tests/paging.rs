@@ -333,18 +333,16 @@ fn accessed_bit_race_is_retried_inside_the_walk() {
 
 #[test]
 fn implicit_supervisor_accesses_ignore_rflags_ac_under_smap() {
-    use crate::paging::{AccessKind, PagingContext, WalkCache, translate};
+    use crate::paging::{AccessKind, ControlState, PagingContext, WalkCache, translate};
     let (mut guest, exit, _) = bench(Format::Level4, RW | US, &[0x8b, 0x03]);
-    let ctx = PagingContext {
+    let control = ControlState {
         cr0: exit.state.cr0,
         cr3: exit.state.cr3,
         cr4: exit.state.cr4 | (1 << 21),
         efer: exit.state.efer,
         pkru: 0,
-        alignment_flag: true,
-        physical_bits: 52,
-        attempts: 1,
     };
+    let ctx = PagingContext::new(&control, true, 52, 1);
     let explicit = AccessKind {
         write: false,
         fetch: false,
