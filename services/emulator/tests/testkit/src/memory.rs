@@ -4,7 +4,9 @@
 //!
 //! Every access is a real hardware access with the atomicity the CPU gives:
 //! naturally aligned reads and writes of 1, 2, 4 or 8 bytes are single loads
-//! and stores, other plain accesses are byte-wise atomic, and compare-exchange
+//! and stores, other reads of up to 16 bytes (instruction fetches) are the
+//! aligned 8-byte loads that cover them, other plain accesses are byte-wise
+//! atomic, and compare-exchange
 //! is one `LOCK CMPXCHG` / `LOCK CMPXCHG16B` on the backing memory. A
 //! compare-exchange whose bytes continue in a second, non-adjacent frame is
 //! done exactly as the Cordon core does it: both frames are mapped next to
@@ -66,6 +68,7 @@ impl GuestMemory {
     }
 
     /// A host pointer to `len` bytes at `gpa`, if they are inside the memory.
+    #[inline]
     fn host(&self, gpa: u64, len: usize) -> Option<*mut u8> {
         let end = gpa.checked_add(len as u64)?;
         if end > self.size as u64 {
@@ -76,6 +79,7 @@ impl GuestMemory {
     }
 
     /// Reads bytes at `gpa` (any length, any alignment, may cross frames).
+    #[inline]
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let ptr = self.host(gpa, buf.len()).ok_or(MemoryError::NoAccess)?;
         // SAFETY: ptr covers buf.len() bytes of the live mapping.
@@ -84,6 +88,7 @@ impl GuestMemory {
     }
 
     /// Writes bytes at `gpa` (any length, any alignment, may cross frames).
+    #[inline]
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
         let ptr = self.host(gpa, data.len()).ok_or(MemoryError::NoAccess)?;
         // SAFETY: ptr covers data.len() bytes of the live mapping.
@@ -226,11 +231,13 @@ impl Drop for SharedGuest<'_> {
     }
 }
 
+#[inline]
 fn within_one_frame(gpa: u64, len: usize) -> bool {
     len <= FRAME_SIZE && (gpa % FRAME_SIZE as u64) + len as u64 <= FRAME_SIZE as u64
 }
 
 impl Guest for SharedGuest<'_> {
+    #[inline]
     fn read_physical(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         *self.counts.reads.get_mut() += 1;
         if !within_one_frame(gpa, buf.len()) {
@@ -239,6 +246,7 @@ impl Guest for SharedGuest<'_> {
         self.memory.read(gpa, buf)
     }
 
+    #[inline]
     fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
         *self.counts.writes.get_mut() += 1;
         if !within_one_frame(gpa, data.len()) {
@@ -289,10 +297,13 @@ impl Guest for SharedGuest<'_> {
 ///
 /// # Safety
 /// `ptr` must be valid for `buf.len()` bytes.
+#[inline]
 unsafe fn atomic_read(ptr: *mut u8, buf: &mut [u8]) {
     let aligned = (ptr as usize).is_multiple_of(buf.len().max(1));
     // SAFETY: (all arms) ptr is valid for buf.len() bytes and, in the sized
-    // arms, aligned to the size, as `from_ptr` requires.
+    // arms, aligned to the size, as `from_ptr` requires. The fetch arm reads
+    // the aligned words that cover those bytes: they lie inside the mapping,
+    // whose start and end are page-aligned.
     unsafe {
         match buf.len() {
             2 if aligned => buf.copy_from_slice(
@@ -310,6 +321,21 @@ unsafe fn atomic_read(ptr: *mut u8, buf: &mut [u8]) {
                     .load(Ordering::Acquire)
                     .to_le_bytes(),
             ),
+            // An instruction fetch: the aligned 8-byte words that cover
+            // it, each read with one load, as the CPU's fetch does.
+            len @ 3..=16 => {
+                let head = ptr.addr() % 8;
+                let first_word = ptr.wrapping_sub(head).cast::<u64>();
+                let mut words = [0u8; 24];
+                for (index, chunk) in words.chunks_exact_mut(8).enumerate() {
+                    if index * 8 < head + len {
+                        let word =
+                            AtomicU64::from_ptr(first_word.add(index)).load(Ordering::Acquire);
+                        chunk.copy_from_slice(&word.to_le_bytes());
+                    }
+                }
+                buf.copy_from_slice(&words[head..head + len]);
+            }
             _ => {
                 for (index, byte) in buf.iter_mut().enumerate() {
                     *byte = AtomicU8::from_ptr(ptr.add(index)).load(Ordering::Acquire);
@@ -323,6 +349,7 @@ unsafe fn atomic_read(ptr: *mut u8, buf: &mut [u8]) {
 ///
 /// # Safety
 /// `ptr` must be valid for `data.len()` bytes.
+#[inline]
 unsafe fn atomic_write(ptr: *mut u8, data: &[u8]) {
     let aligned = (ptr as usize).is_multiple_of(data.len().max(1));
     // SAFETY: (all arms) ptr is valid for data.len() bytes and, in the sized
