@@ -399,7 +399,10 @@ unsafe fn locked_compare_exchange(
     let mut found_hi = expected_hi;
     // SAFETY: (all arms) ptr is valid for the width (caller); each arm is a
     // single locked instruction on it and touches no other memory. rbx is
-    // reserved by LLVM, so CMPXCHG16B saves and restores it around the use.
+    // reserved by LLVM, so CMPXCHG16B saves and restores it around the use;
+    // there the pointer and the result are pinned to rsi and dil, because a
+    // `reg` operand may be given rbx itself (fat LTO did), which the swap
+    // and the restore would overwrite.
     unsafe {
         match expected.len() {
             1 => core::arch::asm!(
@@ -440,12 +443,12 @@ unsafe fn locked_compare_exchange(
             ),
             _ => core::arch::asm!(
                 "xchg {new_lo}, rbx",
-                "lock cmpxchg16b xmmword ptr [{ptr}]",
-                "sete {stored}",
+                "lock cmpxchg16b xmmword ptr [rsi]",
+                "sete dil",
                 "mov rbx, {new_lo}",
-                ptr = in(reg) ptr,
+                in("rsi") ptr,
                 new_lo = inout(reg) new_lo => _,
-                stored = out(reg_byte) stored,
+                out("dil") stored,
                 in("rcx") new_hi,
                 inout("rax") found_lo,
                 inout("rdx") found_hi,
