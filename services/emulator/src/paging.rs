@@ -208,6 +208,9 @@ struct Walk {
     wide: bool,
     rights: Rights,
     key: u32,
+    /// All recorded entries ANDed: when it has the accessed bit, so has
+    /// every entry, and the accessed pass has nothing to do.
+    all_entries: u64,
 }
 
 impl Walk {
@@ -222,6 +225,7 @@ impl Walk {
             wide,
             rights: Rights::ALL,
             key: 0,
+            all_entries: u64::MAX,
         }
     }
 
@@ -234,6 +238,7 @@ impl Walk {
             *gpa_slot = gpa;
             *value_slot = value;
         }
+        self.all_entries &= value;
         self.count = depth + 1;
     }
 }
@@ -500,6 +505,14 @@ fn check_permissions(
 /// with one compare-exchange against the value the walk read.
 fn set_accessed_dirty<G: Guest>(guest: &mut G, walk: &Walk, write: bool) -> Result<(), WalkStop> {
     let count = walk.count.min(MAX_LEVELS);
+    // The common case: every entry accessed, and a read or a dirty leaf.
+    // (A PAE PDPTE has no accessed bit, so PAE walks always take the loop.)
+    let leaf = walk.entry_values.get(count.wrapping_sub(1)).copied();
+    if walk.all_entries & ENTRY_ACCESSED != 0
+        && (!write || leaf.is_some_and(|leaf| leaf & ENTRY_DIRTY != 0))
+    {
+        return Ok(());
+    }
     let len = if walk.wide { 8 } else { 4 };
     // A plain index loop: iterator adapters here (skip, zip) were not
     // inlined and cost more than the rest of a walk.
