@@ -60,8 +60,9 @@ pub(super) fn mov<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Result<(
     load(m, register, selector, register == Segment::Ss as usize)
 }
 
-/// POP Sreg: reads `size` bytes (the operand size) at SS:rSP, loads the
-/// low 16 bits, then raises the stack pointer.
+/// POP Sreg: reads the selector (16 bits, whatever the operand size: the
+/// CPU neither checks nor touches the bytes above it) at SS:rSP, then
+/// raises the stack pointer by the operand size.
 pub(super) fn pop<G: Guest>(
     m: &mut Machine<'_, G>,
     i: &Instruction,
@@ -73,9 +74,9 @@ pub(super) fn pop<G: Guest>(
     let span = m.map_data(
         Segment::Ss as usize,
         sp,
-        size,
+        2,
         DataAccess::Read,
-        Alignment::Checked(size as u64),
+        Alignment::Checked(2),
     )?;
     let selector = m.read_value(&span)? as u16;
     m.set_register(sp_reg, sp.wrapping_add(size as u64) & mask(stack_size))?;
@@ -83,7 +84,9 @@ pub(super) fn pop<G: Guest>(
 }
 
 /// LDS, LES, LFS, LGS, LSS: a far pointer (offset of the destination's
-/// size, then the selector) into the register pair.
+/// size, then the selector) into the register pair. The CPU reads it as
+/// two accesses, the offset first, each with its own limit, alignment and
+/// paging checks.
 pub(super) fn load_far_pointer<G: Guest>(
     m: &mut Machine<'_, G>,
     i: &Instruction,
@@ -101,22 +104,26 @@ pub(super) fn load_far_pointer<G: Guest>(
     if !matches!(offset_size, 2 | 4 | 8) || i.op_kind(1) != OpKind::Memory {
         return Err(Fault::Unsupported("far-pointer load operands"));
     }
-    let span = m.map_memory_operand(
-        i,
-        offset_size + 2,
+    let operand = m.memory_operand(i)?;
+    let offset_span = m.map_data(
+        operand.segment,
+        operand.offset,
+        offset_size,
         DataAccess::Read,
         Alignment::Checked(offset_size as u64),
     )?;
-    let mut pointer = [0u8; 10];
-    m.read_span(&span, &mut pointer)?;
-    let (offset_bytes, rest) = pointer.split_at(offset_size);
-    let mut offset = [0u8; 8];
-    offset
-        .get_mut(..offset_size)
-        .ok_or(Fault::Unsupported("far-pointer offset"))?
-        .copy_from_slice(offset_bytes);
-    let selector = u16::from_le_bytes([rest[0], rest[1]]);
-    m.set_register(destination, u64::from_le_bytes(offset))?;
+    // The selector continues the operand (no wrap at the address size, as
+    // for any multi-byte operand).
+    let selector_span = m.map_data(
+        operand.segment,
+        operand.offset.wrapping_add(offset_size as u64),
+        2,
+        DataAccess::Read,
+        Alignment::Checked(2),
+    )?;
+    let offset = m.read_value(&offset_span)?;
+    let selector = m.read_value(&selector_span)? as u16;
+    m.set_register(destination, offset)?;
     load(m, register, selector, false)
 }
 

@@ -90,8 +90,43 @@ fn pop_segment_register_faults_change_nothing() {
     // The stack read itself beyond SS's limit: #SS(0) (before the
     // descriptor, which would be #GP).
     let mut bench = pop_bench(&[0x1f], 0x19);
-    bench.exit.state.segments[SS].limit = 0x2ff2;
+    bench.exit.state.segments[SS].limit = 0x2ff0;
     assert_eq!(bench.fault(), with_code(vector::SS, 0));
+}
+
+#[test]
+fn pop_segment_register_reads_only_the_selector() {
+    // A 32-bit POP DS reads two bytes (as the host CPU does, found by the
+    // differential test): the other two may lie beyond SS's limit, on an
+    // unmapped page, or misaligned under alignment checks; ESP still
+    // rises by four.
+    let mut bench = pop_bench(&[0x1f], 0x18);
+    bench.exit.state.segments[SS].limit = 0x2ff1;
+    let (done, load) = bench.load();
+    assert_eq!(load.value.selector, 0x18);
+    assert_eq!(done.gprs[4], DATA + 0xff4);
+    // Alignment checks at CPL 3: ESP 2 mod 4 is fine, odd is #AC(0).
+    for (offset, aligned) in [(0xff2, true), (0xff1, false)] {
+        let mut bench = pop_bench(&[0x1f], 0);
+        bench.exit.state.gprs[4] = DATA + offset;
+        bench.guest.poke(DATA + offset, &0x23u16.to_le_bytes());
+        bench.gdt(4, descriptor(0, 0xf_ffff, 0xf2, 0xc));
+        bench.exit.state.cpl = 3;
+        bench.exit.state.cr0 |= 1 << 18;
+        bench.exit.state.rflags |= 1 << 18;
+        if aligned {
+            assert_eq!(bench.load().1.value.selector, 0x23);
+        } else {
+            assert_eq!(bench.fault(), with_code(vector::AC, 0));
+        }
+    }
+    // At the end of the last mapped page (64-bit mode, 8-byte POP FS).
+    let (mut bench, _) = long_bench(&[0x0f, 0xa1]);
+    bench.exit.state.gprs[4] = 0x7000_0ffe;
+    bench.guest.poke(DATA + 0xffe, &0x18u16.to_le_bytes());
+    bench.gdt(3, FLAT_DATA);
+    let (done, _) = bench.load();
+    assert_eq!(done.gprs[4], 0x7000_1006);
 }
 
 #[test]
@@ -269,6 +304,21 @@ fn far_pointer_faults_change_nothing() {
             assert_eq!(bench.fault(), with_code(vector::AC, 0), "{code:02x?}");
         }
     }
+}
+
+#[test]
+fn far_pointers_are_read_as_offset_then_selector() {
+    // lds eax, [ebx+2] at CPL 3 with alignment checks, the selector
+    // beyond DS's limit: the misaligned offset is #AC(0) before the
+    // selector's #GP(0) (as the host CPU orders them).
+    let mut bench = Bench::protected(&[0xc5, 0x43, 0x02], true);
+    bench.exit.state.cpl = 3;
+    bench.exit.state.cr0 |= 1 << 18;
+    bench.exit.state.rflags |= 1 << 18;
+    bench.exit.state.segments[DS].limit = 0x2005;
+    assert_eq!(bench.fault(), with_code(vector::AC, 0));
+    bench.exit.state.rflags &= !(1 << 18);
+    assert_eq!(bench.fault(), with_code(vector::GP, 0));
 }
 
 #[test]
