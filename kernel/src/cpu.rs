@@ -45,6 +45,8 @@ pub struct Counters {
     /// Forwarded exits answered with "retry" or with a partly done REP.
     pub retries: AtomicU64,
     pub refused_replies: AtomicU64,
+    /// Segment registers loaded for the service (MOV/POP Sreg, LDS and kin).
+    pub segment_loads: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -53,6 +55,7 @@ pub static COUNTERS: Counters = Counters {
     exceptions_injected: AtomicU64::new(0),
     retries: AtomicU64::new(0),
     refused_replies: AtomicU64::new(0),
+    segment_loads: AtomicU64::new(0),
 };
 
 /// Adds one to a counter.

@@ -4,6 +4,7 @@
 use crate::cpu::{COUNTERS, PerCpu, VcpuState, count};
 use crate::exits::{read, write};
 use crate::policy::reply_check::{ExceptionInjection, GuestUpdate, ValidatedReply};
+use crate::policy::segment_check::SegmentUpdate;
 use crate::vm;
 use crate::vmx::fields as f;
 use crate::vmx::vmcs::{CR0_NE, CR4_VMXE};
@@ -167,6 +168,9 @@ fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
             update.vectors,
         );
     }
+    if let Some(segment) = &update.segment {
+        load_segment(cpu, segment);
+    }
     let old_rip = cpu.pending.state.rip;
     match update.rip {
         Some(rip) if rip != old_rip => {
@@ -175,7 +179,39 @@ fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
         }
         _ => count(&COUNTERS.retries),
     }
+    // After advance_to ended the old STI/MOV SS blocking: a MOV SS or POP SS
+    // blocks interrupts for the instruction after it (validation made sure a
+    // segment load comes with a new RIP).
+    if update
+        .segment
+        .is_some_and(|segment| segment.blocks_interrupts)
+    {
+        vm::block_by_mov_ss(cpu);
+    }
     vm::resume(cpu)
+}
+
+/// Writes a validated segment load into the register's four VMCS fields.
+fn load_segment(cpu: &mut PerCpu, segment: &SegmentUpdate) {
+    let index = segment.register as usize;
+    let value = &segment.value;
+    write(
+        cpu,
+        f::segment_field(f::GUEST_ES_SELECTOR, index),
+        u64::from(value.selector),
+    );
+    write(cpu, f::segment_field(f::GUEST_ES_BASE, index), value.base);
+    write(
+        cpu,
+        f::segment_field(f::GUEST_ES_LIMIT, index),
+        u64::from(value.limit),
+    );
+    write(
+        cpu,
+        f::segment_field(f::GUEST_ES_ACCESS_RIGHTS, index),
+        u64::from(value.access_rights),
+    );
+    count(&COUNTERS.segment_loads);
 }
 
 fn apply_exception(cpu: &mut PerCpu, exception: ExceptionInjection) -> ! {

@@ -26,7 +26,7 @@ pub fn handle(cpu: &mut PerCpu) -> ! {
         counter.load(core::sync::atomic::Ordering::Relaxed)
     };
     println!(
-        "cordon: guest done on cpu {}: guest says {}, guest-emulated={} service-retired={} exits-forwarded={} exceptions-injected={} retries={} refused-replies={}",
+        "cordon: guest done on cpu {}: guest says {}, guest-emulated={} service-retired={} exits-forwarded={} exceptions-injected={} retries={} refused-replies={} segment-loads={}",
         cpu.index,
         if guest_passed { "pass" } else { "fail" },
         guest_count,
@@ -35,6 +35,7 @@ pub fn handle(cpu: &mut PerCpu) -> ! {
         read(&counters.exceptions_injected),
         read(&counters.retries),
         read(&counters.refused_replies),
+        read(&counters.segment_loads),
     );
     let all_through_service = guest_count == read(&counters.instructions_retired);
     println!(

@@ -8,6 +8,11 @@ use crate::vmx::fields as f;
 use core::fmt;
 
 const INTERRUPTIBILITY_STI_MOVSS: u64 = 0b11;
+const INTERRUPTIBILITY_MOVSS: u64 = 1 << 1;
+const RFLAGS_TF: u64 = 1 << 8;
+const DEBUGCTL_BTF: u64 = 1 << 1;
+/// Pending debug exceptions: a single-step trap is pending (BS).
+const PENDING_DEBUG_BS: u64 = 1 << 14;
 const INTERRUPTIBILITY_SMI: u64 = 1 << 2;
 const INTERRUPTION_VALID: u64 = 1 << 31;
 const INTERRUPTION_DELIVER_ERROR_CODE: u64 = 1 << 11;
@@ -55,6 +60,26 @@ pub fn advance_to(cpu: &mut PerCpu, rip: u64) {
             interruptibility & !INTERRUPTIBILITY_STI_MOVSS,
         );
     }
+}
+
+/// Sets blocking by MOV SS for the next instruction, after a MOV SS or POP
+/// SS the core applied for the service. Any blocking by STI has already
+/// ended (the two may not be set together), and VM entry requires the
+/// pending single-step trap (BS) to match RFLAGS.TF and DEBUGCTL.BTF while
+/// blocking is on: the trap of the MOV SS is delivered after the next
+/// instruction, as on the real CPU.
+pub fn block_by_mov_ss(cpu: &mut PerCpu) {
+    let interruptibility = read(f::GUEST_INTERRUPTIBILITY) & !INTERRUPTIBILITY_STI_MOVSS;
+    write(
+        cpu,
+        f::GUEST_INTERRUPTIBILITY,
+        interruptibility | INTERRUPTIBILITY_MOVSS,
+    );
+    let single_step =
+        read(f::GUEST_RFLAGS) & RFLAGS_TF != 0 && read(f::GUEST_IA32_DEBUGCTL) & DEBUGCTL_BTF == 0;
+    let pending = read(f::GUEST_PENDING_DEBUG_EXCEPTIONS) & !PENDING_DEBUG_BS;
+    let bs = if single_step { PENDING_DEBUG_BS } else { 0 };
+    write(cpu, f::GUEST_PENDING_DEBUG_EXCEPTIONS, pending | bs);
 }
 
 /// Queues hardware exception `vector` for the next VM entry.

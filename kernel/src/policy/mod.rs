@@ -7,6 +7,7 @@ pub mod capability;
 pub mod cmdline;
 pub mod cmpxchg_check;
 pub mod reply_check;
+pub mod segment_check;
 pub mod user_range;
 
 use abi::PAGE_SIZE;

@@ -3,6 +3,9 @@
 //! reject, or that changes more than an emulated instruction can, is the
 //! service's bug and is refused with a specific [`ReplyError`].
 
+use super::segment_check::{
+    SegmentLoadError, SegmentLoadRefusal, SegmentUpdate, check_segment_load,
+};
 use abi::{
     AbiVersion, Action, ChangedGroups, ExceptionReply, ExitMessage, GuestState, Reply, Segment,
     SegmentLoad, SegmentRegister, VectorRegisters,
@@ -91,6 +94,8 @@ pub enum ReplyError {
     PageFaultWithoutCr2,
     NonCanonicalCr2,
     UnusedExceptionFieldNotZero,
+    /// The segment load (ABI 1.3) broke one of its rules.
+    SegmentLoad(SegmentLoadError),
 }
 
 impl ReplyError {
@@ -124,6 +129,7 @@ impl ReplyError {
             ReplyError::UnusedExceptionFieldNotZero => {
                 "exception error code or CR2 set without its flag"
             }
+            ReplyError::SegmentLoad(error) => error.describe(),
         }
     }
 }
@@ -143,6 +149,8 @@ pub struct GuestUpdate<'a> {
     /// Bit n set: YMMn takes `vectors.ymm[n]`.
     pub vector_mask: u16,
     pub vectors: &'a VectorRegisters,
+    /// A segment register the instruction loaded.
+    pub segment: Option<SegmentUpdate>,
 }
 
 /// An exception the reply asks the core to inject, already checked.
@@ -178,12 +186,12 @@ pub fn validate_reply<'a>(
     if reply.exception.reserved != 0 {
         return Err(ReplyError::ReservedFieldNotZero);
     }
-    // Segment loads (ABI 1.3) are not applied yet: the group is refused
-    // and its bytes must stay zero, as they did while reserved.
-    if reply.segment != SegmentLoad::default() {
+    // Without its group, the segment load's bytes stay zero, as they did
+    // while they were reserved (before ABI 1.3).
+    if reply.changed & ChangedGroups::SEGMENT == 0 && reply.segment != SegmentLoad::default() {
         return Err(ReplyError::ReservedFieldNotZero);
     }
-    if reply.changed & !(ChangedGroups::ALL & !ChangedGroups::SEGMENT) != 0 {
+    if reply.changed & !ChangedGroups::ALL != 0 {
         return Err(ReplyError::UnknownChangedGroups);
     }
     if action != Action::Resume && (reply.changed != 0 || reply.vector_mask != 0) {
@@ -224,12 +232,26 @@ fn check_resume<'a>(
     if changed(ChangedGroups::RFLAGS) {
         check_rflags(reply.rflags, state.rflags)?;
     }
+    let new_rip = changed(ChangedGroups::RIP).then_some(reply.rip);
+    let segment = if changed(ChangedGroups::SEGMENT) {
+        let update =
+            check_segment_load(&reply.segment, state, mode, new_rip).map_err(|refusal| {
+                match refusal {
+                    SegmentLoadRefusal::ReservedFieldNotZero => ReplyError::ReservedFieldNotZero,
+                    SegmentLoadRefusal::Rule(error) => ReplyError::SegmentLoad(error),
+                }
+            })?;
+        Some(update)
+    } else {
+        None
+    };
     Ok(GuestUpdate {
         gprs: changed(ChangedGroups::GPRS).then_some(reply.gprs),
-        rip: changed(ChangedGroups::RIP).then_some(reply.rip),
+        rip: new_rip,
         rflags: changed(ChangedGroups::RFLAGS).then_some(reply.rflags),
         vector_mask,
         vectors: &reply.vectors,
+        segment,
     })
 }
 

@@ -19,6 +19,7 @@ pub const VM_ENTRY_MSR_LOAD_ADDR: u64 = 0x200a;
 pub const EPT_POINTER: u64 = 0x201a;
 pub const GUEST_PHYSICAL_ADDRESS: u64 = 0x2400;
 pub const VMCS_LINK_POINTER: u64 = 0x2800;
+pub const GUEST_IA32_DEBUGCTL: u64 = 0x2802;
 pub const GUEST_IA32_PAT: u64 = 0x2804;
 pub const GUEST_IA32_EFER: u64 = 0x2806;
 pub const HOST_IA32_PAT: u64 = 0x2c00;

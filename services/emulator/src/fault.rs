@@ -8,6 +8,7 @@ pub(crate) mod vector {
     pub const DE: u8 = 0;
     pub const UD: u8 = 6;
     pub const NM: u8 = 7;
+    pub const NP: u8 = 11;
     pub const SS: u8 = 12;
     pub const GP: u8 = 13;
     pub const PF: u8 = 14;

@@ -3,8 +3,9 @@
 //! through the [`Guest`] trait, its only door to the world.
 //!
 //! Layout: `fetch` (CS:RIP through segmentation and paging, iced-x86 decode),
-//! `segmentation`, `paging` (the four walk formats, A/D bits), `memory` (split
-//! and locked accesses), `operand` (effective addresses), `alu` (flags),
+//! `segmentation`, `descriptor` (segment-register loads), `paging` (the four
+//! walk formats, A/D bits), `memory` (split and locked accesses), `operand`
+//! (effective addresses), `alu` (flags),
 //! `ops` (one module per instruction family), `state` (the private register
 //! file), `machine` (the per-call context and the guest-linear check).
 #![no_std]
@@ -13,6 +14,7 @@
 extern crate alloc;
 
 mod alu;
+mod descriptor;
 mod fault;
 mod fetch;
 mod machine;
@@ -83,6 +85,9 @@ pub struct Retired {
     /// copy of all sixteen on every retired instruction would cost more than
     /// the rest of a simple MOV.
     pub vector: [u8; 32],
+    /// The segment register the instruction loaded (MOV Sreg, POP Sreg,
+    /// LDS/LES/LFS/LGS/LSS), if any.
+    pub segment: Option<abi::SegmentLoad>,
 }
 
 impl Retired {
@@ -192,6 +197,9 @@ pub fn emulate_with(
             return outcome_of(fault, [0; MAX_INSTRUCTION_LEN], 0, None);
         }
         Err(FetchError::Undecodable(bytes, length)) => {
+            if let Some(fault) = ops::reserved_segment_move(&mut machine, &bytes, length) {
+                return outcome_of(fault, bytes, length, None);
+            }
             return Outcome::Unsupported(Unsupported {
                 bytes,
                 length: length as u8,
@@ -222,6 +230,7 @@ pub fn emulate_with(
                 rflags: regs.rflags & !rflags::RF,
                 vector_mask,
                 vector,
+                segment: regs.segment_load,
             })
         }
         Err(fault) => outcome_of(fault, fetched.bytes, length, Some(instruction.code())),

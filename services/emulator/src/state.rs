@@ -101,6 +101,9 @@ pub(crate) struct Registers {
     /// The vector register the instruction wrote (index, new YMM value);
     /// the others are read from the exit message.
     pub vector_write: Option<(usize, [u8; 32])>,
+    /// The segment register the instruction loaded (the others are read
+    /// from the exit message, which the instruction never sees changed).
+    pub segment_load: Option<abi::SegmentLoad>,
 }
 
 impl Registers {
@@ -110,6 +113,7 @@ impl Registers {
             rip: exit.state.rip,
             rflags: exit.state.rflags,
             vector_write: None,
+            segment_load: None,
         }
     }
 

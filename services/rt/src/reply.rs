@@ -2,10 +2,11 @@
 //! forget a flag or leave a stale field: what the core accepts is exactly what
 //! these produce.
 
-use abi::{Action, ChangedGroups, ExceptionReply, Reply};
+use abi::{Action, ChangedGroups, ExceptionReply, Reply, SegmentLoad};
 
 /// `Resume`: the instruction retired with these GPRs, RIP and RFLAGS; YMMn
-/// takes `vectors[n]` for every bit n of `vector_mask`.
+/// takes `vectors[n]` for every bit n of `vector_mask`; `segment` is the
+/// segment register it loaded, if any.
 pub fn resume(
     sequence: u64,
     gprs: &[u64; 16],
@@ -13,6 +14,7 @@ pub fn resume(
     rflags: u64,
     vector_mask: u16,
     vectors: &[[u8; 32]; 16],
+    segment: Option<&SegmentLoad>,
 ) -> Reply {
     let mut reply = Reply::new(sequence, Action::Resume);
     reply.changed = ChangedGroups::GPRS | ChangedGroups::RIP | ChangedGroups::RFLAGS;
@@ -27,6 +29,10 @@ pub fn resume(
                 *ymm = vectors[index];
             }
         }
+    }
+    if let Some(load) = segment {
+        reply.changed |= ChangedGroups::SEGMENT;
+        reply.segment = *load;
     }
     reply
 }
@@ -68,7 +74,7 @@ mod tests {
         let mut vectors = [[0u8; 32]; 16];
         vectors[2] = [7; 32];
         vectors[3] = [9; 32];
-        let reply = resume(5, &gprs, 0x1003, 0x202, 0, &vectors);
+        let reply = resume(5, &gprs, 0x1003, 0x202, 0, &vectors, None);
         assert_eq!(reply.sequence, 5);
         assert_eq!(reply.abi_major, AbiVersion::CURRENT.major);
         assert_eq!(reply.action, Action::Resume as u32);
@@ -83,7 +89,7 @@ mod tests {
             "unchanged vectors are not copied"
         );
 
-        let reply = resume(5, &gprs, 0x1003, 0x202, 1 << 2, &vectors);
+        let reply = resume(5, &gprs, 0x1003, 0x202, 1 << 2, &vectors, None);
         assert_eq!(
             reply.changed & ChangedGroups::VECTORS,
             ChangedGroups::VECTORS
@@ -92,7 +98,32 @@ mod tests {
         assert_eq!(reply.vectors.ymm[2], [7; 32]);
         assert_eq!(reply.vectors.ymm[3], [0; 32]);
         assert_eq!(reply.exception, ExceptionReply::default());
-        assert_eq!(reply.segment, abi::SegmentLoad::default());
+        assert_eq!(reply.segment, SegmentLoad::default());
+    }
+
+    #[test]
+    fn resume_carries_a_loaded_segment_register() {
+        let load = SegmentLoad {
+            value: abi::SegmentRegister {
+                selector: 0x2b,
+                access_rights: 0xc0f3,
+                limit: 0xffff_ffff,
+                base: 0x1234_0000,
+                ..abi::SegmentRegister::default()
+            },
+            register: abi::Segment::Ss as u8,
+            flags: SegmentLoad::BLOCKS_INTERRUPTS,
+            reserved: [0; 6],
+        };
+        let reply = resume(5, &[0; 16], 0x1003, 0x202, 0, &[[0; 32]; 16], Some(&load));
+        assert_eq!(
+            reply.changed,
+            ChangedGroups::GPRS
+                | ChangedGroups::RIP
+                | ChangedGroups::RFLAGS
+                | ChangedGroups::SEGMENT
+        );
+        assert_eq!(reply.segment, load);
     }
 
     #[test]

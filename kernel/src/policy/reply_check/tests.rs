@@ -169,7 +169,7 @@ fn reserved_fields_must_be_zero() {
 #[test]
 fn changed_groups_and_vector_mask() {
     let mut reply = resume();
-    reply.changed |= 1 << 4;
+    reply.changed |= 1 << 5;
     assert_eq!(refused(&reply, &long()), ReplyError::UnknownChangedGroups);
     let mut reply = resume();
     reply.changed = 1 << 31;
@@ -421,6 +421,7 @@ fn every_error_has_its_own_message() {
         ReplyError::PageFaultWithoutCr2,
         ReplyError::NonCanonicalCr2,
         ReplyError::UnusedExceptionFieldNotZero,
+        ReplyError::SegmentLoad(crate::policy::segment_check::SegmentLoadError::NotPresent),
     ];
     let mut messages: std::vec::Vec<&str> = all.iter().map(|e| e.describe()).collect();
     messages.sort();

@@ -1,5 +1,6 @@
-//! Data movement: MOV (all forms, moffs, stores of segment registers), MOVZX,
-//! MOVSX, MOVSXD, MOVBE, MOVNTI, MOVDIRI and MOVDIR64B.
+//! Data movement: MOV (all forms, moffs, stores of segment registers; loads
+//! of them are in `segment`), MOVZX, MOVSX, MOVSXD, MOVBE, MOVNTI, MOVDIRI
+//! and MOVDIR64B.
 
 use crate::Guest;
 use crate::alu::{mask, sign_extend};
@@ -13,7 +14,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 /// MOV, MOVNTI, MOVDIRI: operand 0 = operand 1.
 pub(super) fn mov<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Result<(), Fault> {
     if i.op_kind(0) == OpKind::Register && i.op0_register().is_segment_register() {
-        return Err(Fault::Unsupported("load of a segment register"));
+        return super::segment::mov(m, i);
     }
     let size = operand_size(i, 0);
     let value = m.read_operand(i, 1, size)?;

@@ -8,6 +8,7 @@ mod cache;
 mod cond;
 mod data;
 mod muldiv;
+mod segment;
 mod shift;
 mod stack;
 mod string;
@@ -17,6 +18,8 @@ use crate::Guest;
 use crate::fault::Fault;
 use crate::machine::Machine;
 use iced_x86::{Instruction, Mnemonic};
+
+pub(crate) use segment::reserved_segment_move;
 
 /// How far an instruction got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +63,7 @@ pub(crate) fn execute<G: Guest>(
         }
         M::Shld | M::Shrd => shift::double(m, i),
         M::Push | M::Pop => stack::push_pop(m, i),
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => segment::load_far_pointer(m, i),
         M::Clflush | M::Clflushopt | M::Clwb => cache::flush(m, i),
         M::Prefetchnta
         | M::Prefetcht0

@@ -1,5 +1,6 @@
 //! PUSH and POP with register, immediate or memory operands, including a stack
-//! that itself lies in trapped memory.
+//! that itself lies in trapped memory (POP of a segment register is in
+//! `segment`).
 
 use crate::Guest;
 use crate::alu::mask;
@@ -11,7 +12,7 @@ use abi::{Segment, SegmentRegister};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 /// The stack pointer register of the current stack address size.
-fn stack_pointer<G: Guest>(m: &Machine<'_, G>) -> (Register, usize) {
+pub(super) fn stack_pointer<G: Guest>(m: &Machine<'_, G>) -> (Register, usize) {
     let ss = &m.exit.state.segments[Segment::Ss as usize];
     if m.mode == Mode::Long {
         (Register::RSP, 8)
@@ -47,7 +48,7 @@ pub(super) fn push_pop<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
         return m.set_register(sp_reg, new_sp);
     }
     if i.op_kind(0) == OpKind::Register && i.op0_register().is_segment_register() {
-        return Err(Fault::Unsupported("load of a segment register"));
+        return super::segment::pop(m, i, size);
     }
     let span = m.map_data(
         ss,

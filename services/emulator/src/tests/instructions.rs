@@ -713,13 +713,13 @@ fn alignment_check_at_cpl3() {
 
 #[test]
 fn unsupported_instructions_are_named() {
-    // mov ds, [rbx] cannot be expressed in a reply
-    let (outcome, _) = run(&[0x8e, 0x1b], &[], |_| {});
+    // lgdt [rbx] is a system instruction the emulator leaves alone
+    let (outcome, _) = run(&[0x0f, 0x01, 0x13], &[], |_| {});
     let Outcome::Unsupported(unsupported) = outcome else {
         panic!("{outcome:?}");
     };
-    assert_eq!(unsupported.length, 2);
-    assert_eq!(unsupported.code, Some(crate::Code::Mov_Sreg_r32m16));
+    assert_eq!(unsupported.length, 3);
+    assert_eq!(unsupported.code, Some(crate::Code::Lgdt_m1664));
     // fld dword [rbx] is not emulated
     let (outcome, _) = run(&[0xd9, 0x03], &[], |_| {});
     assert!(

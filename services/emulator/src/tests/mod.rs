@@ -10,3 +10,5 @@ mod locked;
 mod modes;
 mod paging;
 mod robustness;
+mod segment_loads;
+mod segment_pointers;

@@ -3,10 +3,11 @@
 //! 4-level page tables map the sandbox's code page and data region at the
 //! same linear addresses with the same rights (two read/write pages, one
 //! read-only page, the guard page not present), so one case's registers and
-//! addresses mean the same thing on both sides.
+//! addresses mean the same thing on both sides; GDTR and LDTR point at
+//! supervisor pages where segment-load cases mirror the host's descriptors.
 
 use crate::cases::Case;
-use abi::{ExitMessage, Segment, SegmentRegister};
+use abi::{ExitMessage, Segment, SegmentRegister, ValidGroups};
 use emulator_testkit::drive::{Driven, drive};
 use emulator_testkit::native::{
     CODE_BASE, CODE16_IP, DATA_BASE, INSTRUCTION_ADDRESS, LDT_CODE16_SELECTOR, LDT_DATA_SELECTOR,
@@ -43,7 +44,17 @@ pub struct EmulatedSide {
     read_only: Vec<u8>,
     selectors: [u16; 6],
     xcr0: u64,
+    /// Frames of the GDT and LDT mirrors (supervisor pages at
+    /// [`GDT_MIRROR`] and [`LDT_MIRROR`]), and the LDT's limit.
+    gdt_frame: u64,
+    ldt_frame: u64,
+    ldt_limit: u32,
 }
+
+/// Where the emulated guest's GDT and LDT lie (the host's are the
+/// kernel's; segment-load cases write mirrors of their entries here).
+pub const GDT_MIRROR: u64 = 0x3300_0000;
+pub const LDT_MIRROR: u64 = 0x3300_1000;
 
 impl EmulatedSide {
     pub fn new(read_only: &[u8]) -> EmulatedSide {
@@ -54,7 +65,12 @@ impl EmulatedSide {
             .collect();
         let read_only_frame =
             scene.map_new(DATA_BASE + READ_ONLY_PAGE * 0x1000, PageAttributes::USER_RO);
+        let gdt_frame = scene.map_new(GDT_MIRROR, PageAttributes::SUPERVISOR_RW);
+        let ldt_frame = scene.map_new(LDT_MIRROR, PageAttributes::SUPERVISOR_RW);
         EmulatedSide {
+            gdt_frame,
+            ldt_frame,
+            ldt_limit: 0,
             scene,
             code_frame,
             data_frames,
@@ -63,6 +79,25 @@ impl EmulatedSide {
             selectors: host_selectors(),
             xcr0: host_xcr0(),
         }
+    }
+
+    /// Writes the descriptor-table mirrors: `gdt` from entry 0 (GDTR limit
+    /// 16 entries, as Linux's), `ldt` (LDTR limit: its length).
+    pub fn set_descriptor_tables(&mut self, gdt: &[u64; 16], ldt: &[u64]) {
+        let bytes = |entries: &[u64]| -> Vec<u8> {
+            entries
+                .iter()
+                .flat_map(|entry| entry.to_le_bytes())
+                .collect()
+        };
+        let memory = &self.scene.memory;
+        memory
+            .write(self.gdt_frame, &bytes(gdt))
+            .expect("GDT frame");
+        memory
+            .write(self.ldt_frame, &bytes(ldt))
+            .expect("LDT frame");
+        self.ldt_limit = (ldt.len() * 8).saturating_sub(1) as u32;
     }
 
     /// The exit state a case starts from.
@@ -76,6 +111,16 @@ impl EmulatedSide {
         exit.state.gprs = case.input.gprs;
         exit.state.rflags = case.input.rflags;
         exit.state.xcr0 = self.xcr0;
+        exit.state.gdtr.base = GDT_MIRROR;
+        exit.state.gdtr.limit = 16 * 8 - 1;
+        exit.valid |= ValidGroups::LDTR;
+        exit.ldtr = SegmentRegister {
+            selector: 0x50,
+            access_rights: 0x82,
+            limit: self.ldt_limit,
+            base: LDT_MIRROR,
+            ..SegmentRegister::default()
+        };
         exit.vectors.ymm = case.input.ymm;
         let selectors = match case.mode {
             NativeMode::Long => self.selectors,

@@ -247,9 +247,11 @@ pub fn required_forms() -> Vec<Form> {
             EncodingKind::VEX => {}
             _ => continue,
         }
-        // Loading a segment register (MOV Sreg, m16; POP FS/GS) changes
-        // state the emulator's outcome cannot express; PUSH FS/GS stores
-        // a selector, as MOV m16, Sreg does.
+        // Loading a segment register (MOV Sreg, POP Sreg) is compared by
+        // `segment_loads.rs` with selectors whose descriptors the sandbox
+        // controls (random ones could load FS natively, where the test
+        // thread's TLS lives); PUSH FS/GS stores a selector, as MOV m16,
+        // Sreg does.
         let loads_segment = kinds.first().is_some_and(|kind| *kind == K::seg_reg)
             || (mnemonic == Mnemonic::Pop && kinds.iter().any(|kind| segment_register_kind(*kind)));
         if loads_segment {

@@ -6,11 +6,13 @@
 //! `CORDON_LONG_TESTS=1` runs many more cases per form; `CORDON_SEED=n`
 //! replays another seed. Forms the emulator reports as unsupported are
 //! counted, listed and fail the test: the required list is the issue's.
+//! Segment-register loads have their own cases (`segment_loads.rs`).
 
 mod cases;
 mod emulated;
 mod expect;
 mod forms;
+mod segment_loads;
 
 use emulator_testkit::Rng;
 use emulator_testkit::native::{NativeMode, with_sandbox};

@@ -14,8 +14,12 @@ use x86_64::structures::DescriptorTablePointer;
 
 /// Exception vector numbers guests test for.
 pub mod vector {
+    /// #DB, debug.
+    pub const DEBUG: u8 = 1;
     /// #UD, invalid opcode.
     pub const INVALID_OPCODE: u8 = 6;
+    /// #NP, segment not present.
+    pub const SEGMENT_NOT_PRESENT: u8 = 11;
     /// #SS, stack-segment fault.
     pub const STACK_SEGMENT: u8 = 12;
     /// #GP, general protection.

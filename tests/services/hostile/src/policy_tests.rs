@@ -2,7 +2,7 @@
 //! each invalid reply must be refused for the reason its name gives, and each
 //! malformed request that policy decides must get the expected error.
 
-use crate::replies::{REPLY_ATTACKS, reply_attack, valid_resume};
+use crate::replies::{REPLY_ATTACKS, reply_attack, valid_resume, valid_segment_load};
 use crate::syscalls::{Call, GRANTED_PAGE, SYSCALL_ATTACKS, VALID_CMPXCHG};
 use abi::{
     ExitMessage, GuestState, PAGE_SIZE, Rights, Segment, SegmentRegister, SyscallError,
@@ -19,6 +19,7 @@ use std::vec::Vec;
 /// The reason each reply attack must be refused, in attack order.
 const EXPECTED_REPLY_ERRORS: [ReplyError; REPLY_ATTACKS] = {
     use ReplyError::*;
+    use kernel::policy::segment_check::SegmentLoadError as Rule;
     [
         NonCanonicalRip,
         NonCanonicalRip,
@@ -65,6 +66,27 @@ const EXPECTED_REPLY_ERRORS: [ReplyError; REPLY_ATTACKS] = {
         VectorMaskTooWide,
         ChangesWithoutResume,
         ExceptionWithoutInject,
+        SegmentLoad(Rule::CodeSegmentRegister),
+        SegmentLoad(Rule::UnknownRegister),
+        SegmentLoad(Rule::UnknownFlags),
+        SegmentLoad(Rule::BlockingWithoutSs),
+        SegmentLoad(Rule::AccessRightsReservedBits),
+        SegmentLoad(Rule::AccessRightsReservedBits),
+        SegmentLoad(Rule::NotAccessed),
+        SegmentLoad(Rule::CodeNotReadable),
+        SegmentLoad(Rule::SystemSegment),
+        SegmentLoad(Rule::NotPresent),
+        SegmentLoad(Rule::GranularityMismatch),
+        SegmentLoad(Rule::GranularityMismatch),
+        SegmentLoad(Rule::StackNotWritableData),
+        SegmentLoad(Rule::StackDplNotCpl),
+        SegmentLoad(Rule::StackRplNotCpl),
+        SegmentLoad(Rule::NonCanonicalBase),
+        SegmentLoad(Rule::NonCanonicalBase),
+        SegmentLoad(Rule::BaseAbove4GiB),
+        SegmentLoad(Rule::WithoutNewRip),
+        ChangesWithoutResume,
+        ReservedFieldNotZero,
     ]
 };
 
@@ -107,6 +129,10 @@ fn the_base_reply_is_valid() {
         assert!(matches!(
             validate_reply(&valid_resume(&exit), &exit),
             Ok(ValidatedReply::Resume(_))
+        ));
+        assert!(matches!(
+            validate_reply(&valid_segment_load(&exit), &exit),
+            Ok(ValidatedReply::Resume(update)) if update.segment.is_some()
         ));
     }
 }

@@ -2,7 +2,10 @@
 //! breaks exactly one rule, so the core's refusal names that rule. All are
 //! refused with `SyscallError::BadReply`, and the exit stays pending.
 
-use abi::{Action, ChangedGroups, ExceptionReply, ExitMessage, Reply};
+use abi::{
+    Action, ChangedGroups, ExceptionReply, ExitMessage, Reply, Segment, SegmentLoad,
+    SegmentRegister,
+};
 
 /// One invalid reply and what it tries.
 #[derive(Clone, Copy, Debug)]
@@ -17,6 +20,32 @@ pub fn valid_resume(exit: &ExitMessage) -> Reply {
     reply.changed = ChangedGroups::RIP | ChangedGroups::RFLAGS;
     reply.rip = exit.state.rip;
     reply.rflags = exit.state.rflags;
+    reply
+}
+
+/// Flat 4 GiB read/write data (accessed, present, G = 1, D/B = 1), DPL 0.
+const FLAT_DATA_RIGHTS: u32 = 0xc093;
+
+/// A valid `Resume` that retires the instruction (RIP one byte on) and loads
+/// DS with flat data: what the segment attacks break one rule of. At the
+/// exits the attacks answer, the guest is at CPL 0 outside virtual-8086 mode.
+pub fn valid_segment_load(exit: &ExitMessage) -> Reply {
+    let mut reply = valid_resume(exit);
+    reply.changed |= ChangedGroups::SEGMENT;
+    reply.rip = exit.state.rip.wrapping_add(1);
+    reply.segment = SegmentLoad {
+        value: SegmentRegister {
+            selector: 0x10,
+            reserved0: 0,
+            access_rights: FLAT_DATA_RIGHTS,
+            limit: 0xffff_ffff,
+            reserved1: 0,
+            base: 0,
+        },
+        register: Segment::Ds as u8,
+        flags: 0,
+        reserved: [0; 6],
+    };
     reply
 }
 
@@ -47,7 +76,7 @@ fn rflags_flipped(exit: &ExitMessage, bit: u32) -> Reply {
 }
 
 /// Number of reply attacks.
-pub const REPLY_ATTACKS: usize = 45;
+pub const REPLY_ATTACKS: usize = 66;
 
 /// Invalid reply number `index` (0..[`REPLY_ATTACKS`]) for `exit` (a guest
 /// exit in protected or long mode); built one at a time to keep the
@@ -158,8 +187,8 @@ pub fn reply_attack(exit: &ExitMessage, index: usize) -> Option<ReplyAttack> {
         38 => edit("reply with wrong sequence (previous)", &|r| {
             r.sequence = r.sequence.wrapping_sub(1)
         }),
-        39 => edit("reply with changed bit 4 (outside ALL)", &|r| {
-            r.changed |= 1 << 4
+        39 => edit("reply with changed bit 5 (outside ALL)", &|r| {
+            r.changed |= 1 << 5
         }),
         40 => edit("reply with changed bit 31 (outside ALL)", &|r| {
             r.changed |= 1 << 31
@@ -177,6 +206,92 @@ pub fn reply_attack(exit: &ExitMessage, index: usize) -> Option<ReplyAttack> {
         44 => edit("resume reply with exception fields", &|r| {
             r.exception.vector = 13
         }),
-        _ => return None,
+        45.. => return segment_attack(exit, index - 45),
     })
+}
+
+/// The segment-load attacks (ABI 1.3): each breaks one rule of
+/// [`valid_segment_load`].
+fn segment_attack(exit: &ExitMessage, index: usize) -> Option<ReplyAttack> {
+    let edit = |name, change: &dyn Fn(&mut Reply)| {
+        let mut reply = valid_segment_load(exit);
+        change(&mut reply);
+        Some(ReplyAttack { name, reply })
+    };
+    let rights = |name, access_rights: u32| {
+        edit(name, &move |r: &mut Reply| {
+            r.segment.value.access_rights = access_rights
+        })
+    };
+    let cpl = (exit.state.cpl & 3) as u16;
+    match index {
+        0 => edit("segment load into CS", &|r| {
+            r.segment.register = Segment::Cs as u8
+        }),
+        1 => edit("segment load into register 6", &|r| r.segment.register = 6),
+        2 => edit("segment load with unknown flag bit 1", &|r| {
+            r.segment.flags = 1 << 1
+        }),
+        3 => edit("segment load blocking interrupts on DS", &|r| {
+            r.segment.flags = SegmentLoad::BLOCKS_INTERRUPTS
+        }),
+        4 => rights(
+            "segment load with access-rights bit 8 set",
+            FLAT_DATA_RIGHTS | 1 << 8,
+        ),
+        5 => rights(
+            "segment load with access-rights bit 31 set",
+            FLAT_DATA_RIGHTS | 1 << 31,
+        ),
+        6 => rights("segment load not accessed", FLAT_DATA_RIGHTS & !1),
+        7 => rights("segment load of execute-only code", 0xc099),
+        8 => rights("segment load of a system descriptor (S = 0)", 0xc083),
+        9 => rights("segment load not present", 0xc013),
+        10 => edit("segment load with G = 1 and limit 0xfffff000", &|r| {
+            r.segment.value.limit = 0xffff_f000
+        }),
+        11 => edit("segment load with G = 0 and limit 0x100000", &|r| {
+            r.segment.value.access_rights &= !SegmentRegister::AR_G;
+            r.segment.value.limit = 0x10_0000;
+        }),
+        12 => edit("SS load of a code segment", &|r| {
+            r.segment.register = Segment::Ss as u8;
+            r.segment.value.access_rights = 0xc09b;
+        }),
+        13 => edit("SS load with a DPL other than the CPL", &move |r| {
+            let other = u32::from(cpl ^ 3);
+            r.segment.register = Segment::Ss as u8;
+            r.segment.value.selector = 0x10 | cpl;
+            r.segment.value.access_rights =
+                FLAT_DATA_RIGHTS | other << SegmentRegister::AR_DPL_SHIFT;
+        }),
+        14 => edit("SS load with an RPL other than the CPL", &move |r| {
+            r.segment.register = Segment::Ss as u8;
+            r.segment.value.selector = 0x10 | (cpl ^ 3);
+            r.segment.value.access_rights =
+                FLAT_DATA_RIGHTS | u32::from(cpl) << SegmentRegister::AR_DPL_SHIFT;
+        }),
+        15 => edit("FS load with non-canonical base", &|r| {
+            r.segment.register = Segment::Fs as u8;
+            r.segment.value.base = 0x8000_0000_0000;
+        }),
+        16 => edit("GS load with non-canonical base", &|r| {
+            r.segment.register = Segment::Gs as u8;
+            r.segment.value.base = 0xdead_0000_0000_0000;
+        }),
+        17 => edit("DS load with a base above 4 GiB", &|r| {
+            r.segment.value.base = 1 << 32
+        }),
+        18 => edit("segment load without a new RIP", &|r| {
+            r.rip = exit.state.rip
+        }),
+        19 => edit("segment load on a retry reply", &|r| {
+            r.action = Action::Retry as u32;
+            r.changed = ChangedGroups::SEGMENT;
+        }),
+        20 => edit("segment load with SegmentLoad.reserved[2] nonzero", &|r| {
+            r.segment.reserved[2] = 1
+        }),
+        _ => None,
+    }
 }

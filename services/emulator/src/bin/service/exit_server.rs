@@ -161,6 +161,7 @@ impl ExitServer {
                     retired.rflags,
                     retired.vector_mask,
                     &vectors,
+                    retired.segment.as_ref(),
                 )
             }
             Outcome::Exception(exception) => reply::inject(

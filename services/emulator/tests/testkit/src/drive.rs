@@ -18,13 +18,19 @@ pub enum Driven {
     Stuck,
 }
 
-/// Writes a retired step into the exit state.
+/// Writes a retired step into the exit state (a loaded segment register
+/// included).
 pub fn apply(exit: &mut ExitMessage, retired: &Retired) {
     exit.state.gprs = retired.gprs;
     exit.state.rip = retired.rip;
     exit.state.rflags = retired.rflags;
     if let Some((index, vector)) = retired.changed_vector() {
         exit.vectors.ymm[index] = *vector;
+    }
+    if let Some(load) = &retired.segment
+        && let Some(register) = exit.state.segments.get_mut(usize::from(load.register))
+    {
+        *register = load.value;
     }
 }
 

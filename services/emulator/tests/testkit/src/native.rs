@@ -54,6 +54,8 @@ const FAULT_ADDRESS: u64 = 304;
 const FAULT_RIP: u64 = 312;
 /// A far pointer (m16:32) to the instruction in the 32-bit user code segment.
 const FAR_POINTER: u64 = 320;
+/// ES, SS and DS (16 bits each) as the instruction left them.
+const OUT_SELECTORS: u64 = 336;
 const IN_YMM: u64 = 512;
 const OUT_YMM: u64 = 1024;
 const STACK_TOP: u64 = 4096;
@@ -131,7 +133,7 @@ pub const LDT_DATA_SELECTOR: u16 = 0x07;
 pub const LDT_STACK_SELECTOR: u16 = 0x0f;
 
 /// Installs `segment` as LDT entry `entry` (Linux's `modify_ldt`).
-fn install_ldt_entry(entry: u32, segment: DataSegment) {
+pub fn install_ldt_entry(entry: u32, segment: DataSegment) {
     // seg_32bit (bit 0), contents (bits 1-2: 1 = expand-down data),
     // read_exec_only (bit 3), limit_in_pages (bit 4).
     let flags = u32::from(segment.big)
@@ -146,7 +148,12 @@ fn install_code16_entry() {
     install_ldt_descriptor(2, CODE_BASE as u32, 0xffff, 2 << 1);
 }
 
-fn install_ldt_descriptor(entry: u32, base: u32, limit: u32, flags: u32) {
+/// Installs LDT entry `entry` through Linux's `modify_ldt` with `struct
+/// user_desc` flags `flags` (seg_32bit 0, contents 2:1, read_exec_only 3,
+/// limit_in_pages 4, seg_not_present 5, useable 6). Linux builds a DPL-3
+/// descriptor with the accessed bit set; the LDT grows to `entry + 1`
+/// entries if it was smaller and never shrinks.
+pub fn install_ldt_descriptor(entry: u32, base: u32, limit: u32, flags: u32) {
     /// Linux's `struct user_desc`.
     #[repr(C)]
     struct UserDesc {
@@ -339,6 +346,17 @@ impl Sandbox {
         contents
     }
 
+    /// ES, SS and DS as the last run's instruction left them (meaningful
+    /// when it completed; the sandbox restores the host's afterwards).
+    pub fn data_selectors(&self) -> [u16; 3] {
+        let selectors = read_context(OUT_SELECTORS);
+        [
+            selectors as u16,
+            (selectors >> 16) as u16,
+            (selectors >> 32) as u16,
+        ]
+    }
+
     /// Runs `instruction` (at most 15 bytes) once at [`INSTRUCTION_ADDRESS`]
     /// from `input`. TF in the input flags is ignored.
     pub fn run(&mut self, instruction: &[u8], input: &NativeState) -> NativeOutcome {
@@ -413,6 +431,7 @@ impl Sandbox {
             }
         }
         write_context(FAULT_SIGNAL, 0);
+        write_context(OUT_SELECTORS, 0);
         core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
         // SAFETY: the entry stub is a sysv64 function without arguments: it
         // saves the callee-saved registers and the stack pointer, runs the
@@ -503,11 +522,18 @@ fn assemble_stubs() -> Result<Vec<(u64, Vec<u8>)>, IcedError> {
         code16: false,
     })?;
 
-    // Exit: save GPRs (MOV and LEA leave the flags alone), then the flags and
-    // vectors, reset the flags for the host and return to it.
+    // Exit: save GPRs and the data selectors (MOV and LEA leave the flags
+    // alone), then the flags and vectors, reset the flags for the host and
+    // return to it.
     let mut exit = CodeAssembler::new(64)?;
     for (index, register) in GPRS.iter().enumerate() {
         exit.mov(context(OUT_GPRS + 8 * index as u64), *register)?;
+    }
+    for (index, selector) in [es, ss, ds].into_iter().enumerate() {
+        exit.mov(
+            word_ptr(CONTEXT_BASE + OUT_SELECTORS + 2 * index as u64),
+            selector,
+        )?;
     }
     exit.mov(rsp, CONTEXT_BASE + STACK_TOP)?;
     exit.pushfq()?;

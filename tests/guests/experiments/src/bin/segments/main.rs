@@ -16,10 +16,20 @@
 //! emulator with EIP kept (the core counts that as a retry, not a retired instruction),
 //! and its re-execution faulted by the emulator.
 //!
+//! Segment-register loads (ABI 1.3; loads32.s and loads64.rs): MOV DS/SS, POP ES/FS/GS,
+//! LFS and LSS whose selector, far pointer or stack slot lies in VGA memory exit to the
+//! emulator, which reads the descriptor from the GDT or the LDT and hands the loaded
+//! register to the core; each case then uses the register (a read through the new base,
+//! a push on the new stack) and reads the selector back. A not-present descriptor, a
+//! selector past the GDT limit and (in 32-bit mode) a null SS get the emulator's #NP or
+//! #GP with the selector as error code.
+//!
 //! Counting: an instruction the emulator faults is an injected exception, not a
 //! retired instruction, so only the accesses that went through are counted.
 #![no_std]
 #![no_main]
+
+mod loads64;
 
 use core::ptr::{addr_of, read_volatile};
 
@@ -59,6 +69,24 @@ const fn fault(name: &'static str, vector: u8, path: Path) -> FaultCase {
     }
 }
 
+/// An emulator fault whose error code is a selector.
+const fn selector_fault(name: &'static str, vector: u8, selector: u16) -> FaultCase {
+    FaultCase {
+        name,
+        expected: Expected::Fault {
+            vector,
+            error_code: selector as u64,
+            cr2: None,
+        },
+        path: Path::Emulator,
+    }
+}
+
+/// A value case's expected value: the word read or pushed, and the selector.
+const fn with_selector(low: u32, selector: u16) -> u64 {
+    low as u64 | (selector as u64) << 32
+}
+
 const fn value(name: &'static str, value: u64) -> FaultCase {
     FaultCase {
         name,
@@ -69,9 +97,35 @@ const fn value(name: &'static str, value: u64) -> FaultCase {
 
 const GP: u8 = vector::GENERAL_PROTECTION;
 const SS: u8 = vector::STACK_SEGMENT;
+const NP: u8 = vector::SEGMENT_NOT_PRESENT;
+const DB: u8 = vector::DEBUG;
+
+/// Words the 32-bit segment-load cases read through the new segments (loads32.s).
+const PROBE_A: u32 = 0x5e90_0a0a;
+const PROBE_B: u32 = 0x5e90_0b0b;
+const PROBE_LDT: u32 = 0x5e90_1d71;
+const STACK_A: u32 = 0x57ac_000a;
+const STACK_B: u32 = 0x57ac_000b;
+/// Selectors of loads32.s's GDT and LDT.
+const PROBE_SELECTOR: u16 = 0x58;
+const ALT_STACK_SELECTOR: u16 = 0x60;
+const LDT_DATA_SELECTOR: u16 = 0x04;
+const NOT_PRESENT_SELECTOR: u16 = 0x70;
+const PAST_LIMIT_SELECTOR: u16 = 0x200;
+/// Trapped words of loads32.s: selectors, far pointers, a stack slot.
+const W_DS: usize = VGA_TEXT_BASE + 0xa00;
+const W_SS: usize = VGA_TEXT_BASE + 0xa04;
+const W_LDT: usize = VGA_TEXT_BASE + 0xa08;
+const FP_FS: usize = VGA_TEXT_BASE + 0xa10;
+const FP_SS: usize = VGA_TEXT_BASE + 0xa20;
+const W_NP: usize = VGA_TEXT_BASE + 0xa30;
+const W_PAST: usize = VGA_TEXT_BASE + 0xa34;
+const W_NULL: usize = VGA_TEXT_BASE + 0xa38;
+const W_SS_FLAT: usize = VGA_TEXT_BASE + 0xa3c;
+const TRAPPED_STACK: usize = VGA_TEXT_BASE + 0xb00;
 
 /// The 32-bit cases, in phase32.s order.
-const CASES32: [FaultCase; 13] = [
+const CASES32: [FaultCase; 25] = [
     value("small-in-limit-store", SMALL_VALUE as u64),
     fault("small-beyond-limit-mov", GP, Path::Cpu),
     fault("small-beyond-limit-movs-dest", GP, Path::Emulator),
@@ -89,7 +143,46 @@ const CASES32: [FaultCase; 13] = [
         Path::Emulator,
     ),
     fault("rep-movsb-runs-into-the-limit", GP, Path::Emulator),
+    value(
+        "mov-ds-trapped-selector",
+        with_selector(PROBE_A, PROBE_SELECTOR),
+    ),
+    value(
+        "mov-ss-trapped-selector-then-stack",
+        with_selector(STACK_A, ALT_STACK_SELECTOR),
+    ),
+    value(
+        "pop-es-trapped-stack",
+        with_selector(PROBE_A, PROBE_SELECTOR),
+    ),
+    value(
+        "pop-fs-trapped-stack",
+        with_selector(PROBE_A, PROBE_SELECTOR),
+    ),
+    value(
+        "pop-gs-trapped-stack",
+        with_selector(PROBE_A, PROBE_SELECTOR),
+    ),
+    value(
+        "lfs-trapped-far-pointer",
+        with_selector(PROBE_B, PROBE_SELECTOR),
+    ),
+    value(
+        "lss-trapped-far-pointer-then-stack",
+        with_selector(STACK_B, ALT_STACK_SELECTOR),
+    ),
+    value("ldt-selector", with_selector(PROBE_LDT, LDT_DATA_SELECTOR)),
+    selector_fault("not-present-descriptor", NP, NOT_PRESENT_SELECTOR),
+    selector_fault("selector-past-gdt-limit", GP, PAST_LIMIT_SELECTOR),
+    selector_fault("null-ss", GP, 0),
+    fault(
+        "mov-ss-with-tf-traps-after-the-next-instruction",
+        DB,
+        Path::Emulator,
+    ),
 ];
+/// Index of the MOV SS single-step case, whose record holds the #DB's EIP.
+const SINGLE_STEP_CASE: usize = 24;
 /// Index of the REP MOVSB case, whose record's value is EDI at the fault.
 const REP_CASE: usize = 12;
 
@@ -111,17 +204,38 @@ struct Record32 {
     error_code: u32,
     ticks: u32,
     value: u32,
+    value_high: u32,
+    /// The EIP the exception reported.
+    fault_eip: u32,
 }
 
 unsafe extern "C" {
     static seg_records: [Record32; CASES32.len()];
     static seg_trapped: u32;
     static seg_rep_copied: [u32; 2];
+    static seg_single_step_eip: u8;
 }
 
 core::arch::global_asm!(
     include_str!("phase32.s"),
+    include_str!("loads32.s"),
     CASES = const CASES32.len(),
+    RECORD = const size_of::<Record32>(),
+    PROBE_A = const PROBE_A,
+    PROBE_B = const PROBE_B,
+    PROBE_LDT = const PROBE_LDT,
+    STACK_A = const STACK_A,
+    STACK_B = const STACK_B,
+    W_DS = const W_DS,
+    W_SS = const W_SS,
+    W_LDT = const W_LDT,
+    W_NP = const W_NP,
+    W_PAST = const W_PAST,
+    W_NULL = const W_NULL,
+    W_SS_FLAT = const W_SS_FLAT,
+    FP_FS = const FP_FS,
+    FP_SS = const FP_SS,
+    TRAPPED_STACK = const TRAPPED_STACK,
     SOURCE = const SOURCE,
     SOURCE_VALUE = const SOURCE_VALUE,
     SOURCE_HIGH_VALUE = const SOURCE_HIGH_VALUE,
@@ -139,7 +253,7 @@ fn observed32(record: &Record32) -> Observed {
             u64::from(record.error_code),
             0,
         )),
-        value: u64::from(record.value),
+        value: u64::from(record.value) | u64::from(record.value_high) << 32,
         ticks: u64::from(record.ticks),
     }
 }
@@ -182,6 +296,15 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         ),
     );
 
+    // The single-step trap came after the instruction that follows MOV SS.
+    let single_step_eip = records[SINGLE_STEP_CASE].fault_eip;
+    let expected_eip = addr_of!(seg_single_step_eip) as usize as u32;
+    checks.check(
+        "[32] mov-ss-single-step-eip",
+        single_step_eip == expected_eip,
+        format_args!("#DB at eip {single_step_eip:#x} (expected {expected_eip:#x})"),
+    );
+
     // SAFETY (all probes below): VGA text memory is trapped device memory no Rust
     // reference covers; the non-canonical address faults before anything is written.
     unsafe {
@@ -211,12 +334,27 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         );
     }
 
-    let (retired, injected) = emulator_work(&CASES32);
-    let (retired64, injected64) = emulator_work(&CASES64);
+    let loads = loads64::run(&mut memory);
+    for (case, observed) in loads64::CASES.iter().zip(loads) {
+        if observed.fault.is_none() && case.path == Path::Emulator {
+            memory.add_counted_elsewhere(1);
+        }
+        let judged = Judged { case, observed };
+        checks.check(
+            &case_name("[64]", case.name),
+            judged.passed(),
+            format_args!("{judged}"),
+        );
+    }
+
+    let (retired, injected) = [&CASES32[..], &CASES64, &loads64::CASES]
+        .into_iter()
+        .map(emulator_work)
+        .fold((0, 0), |(r, i), (cr, ci)| (r + cr, i + ci));
+    // The single-step case's MOV SS retires; its #DB comes from the CPU.
+    let (retired, injected) = (retired + 1, injected - 1);
     serial_println!(
-        "{NAME}: the cases expect the emulator to retire {} and inject {} (core's exceptions-injected)",
-        retired + retired64,
-        injected + injected64
+        "{NAME}: the cases expect the emulator to retire {retired} and inject {injected} (core's exceptions-injected)"
     );
     checks.finish(memory.instructions())
 }

@@ -5,7 +5,8 @@
  * ring-3 segments and a TSS for the ring-0 stack), its own 32-bit IDT whose handlers
  * record vector and error code and resume the case (longjmp-style: the saved ESP and a
  * resume address), then runs the cases in the order of main.rs CASES. Each case writes
- * one record [vector (0xff: none), error code, ticks, value] to seg_records. Every
+ * one record [vector (0xff: none), error code, ticks, value low, value high, fault EIP] to
+ * seg_records; the segment-load cases (loads32.s) follow the limit cases. Every
  * instruction that touches trapped memory and is not expected to fault is written as
  * SEG_TRAPPED and counted in seg_trapped. At the end it restores the support's GDT.
  *
@@ -15,6 +16,12 @@
  *   0x30 expand-down  base 0xb8000 limit 0xfff read/write, B=0: offsets 0x1000..0xffff
  *   0x4b ring-3 stack base 0xb8400 limit 0xff  read/write, DPL 3
  * Ring 3: code 0x3b, flat data 0x43; TSS 0x50 (ESP0 = seg_ring0_stack_top).
+ * Segment loads (loads32.s; bases set at run time):
+ *   0x58 probe data  base seg_probe_data  limit 0xff  read/write
+ *   0x60 alt stack   base seg_alt_stack   limit 0xfff read/write
+ *   0x68 LDT         base seg_ldt         limit 7     (LDT selector 0x04: data, base
+ *                    seg_probe_ldt_data, limit 0xff)
+ *   0x70 not-present data
  * A source word for MOVS/PUSH lives at {SOURCE} (flat, trapped).
  */
 
@@ -40,6 +47,14 @@ seg_gdt:
     .quad 0x0040f20b840000ff            /* 0x48 ring-3 stack */
 seg_gdt_tss:
     .quad 0                             /* 0x50 TSS, built at run time */
+    .global seg_gdt_probe, seg_gdt_alt_stack, seg_gdt_ldt
+seg_gdt_probe:
+    .quad 0x00409300000000ff            /* 0x58 probe data, base set at run time */
+seg_gdt_alt_stack:
+    .quad 0x0040930000000fff            /* 0x60 alt stack, base set at run time */
+seg_gdt_ldt:
+    .quad 0x0000820000000007            /* 0x68 LDT, base set at run time */
+    .quad 0x00401300000000ff            /* 0x70 data, not present */
 seg_gdt_end:
     .balign 8
 seg_gdt_pointer:
@@ -62,7 +77,7 @@ seg_tss:
     .short 104                          /* I/O map base: none */
     .global seg_records
 seg_records:
-    .skip {CASES} * 16
+    .skip {CASES} * {RECORD}
     .global seg_trapped
 seg_trapped:
     .long 0
@@ -101,11 +116,12 @@ seg_stubs:
     jmp seg_fault_common
     .endr
 
-/* Records vector and error code (vector 6, the UD2 that ends a ring-3 case, as "no
+/* Records vector, error code and EIP (vector 6, the UD2 that ends a ring-3 case, as "no
  * fault") in the running case's record, then resumes it on its saved ring-0 stack. */
 seg_fault_common:
     mov %ss:(%esp), %eax
     mov %ss:4(%esp), %edx
+    mov %ss:8(%esp), %ebx               /* the EIP the exception reports */
     mov $0x10, %ecx
     mov %ecx, %ds
     mov %ecx, %es
@@ -117,19 +133,22 @@ seg_fault_common:
 1:  mov seg_current, %ecx
     mov %eax, (%ecx)
     mov %edx, 4(%ecx)
+    mov %ebx, 20(%ecx)
     mov seg_saved_esp, %esp
     jmp *seg_resume
 
 /* Case prologue: ECX = record; sets the resume point (label 9 of the case), saves ESP,
  * clears the record to "no fault" and starts the clock. */
     .macro CASE_BEGIN index
-    movl $seg_records + \index * 16, seg_current
+    movl $seg_records + \index * {RECORD}, seg_current
     movl $9f, seg_resume
     mov %esp, seg_saved_esp
     mov seg_current, %ecx
     movl $0xff, (%ecx)
     movl $0, 4(%ecx)
     movl $0, 12(%ecx)
+    movl $0, 16(%ecx)
+    movl $0, 20(%ecx)
     lfence
     rdtsc
     lfence
@@ -213,7 +232,7 @@ guest_phase32:
     SEG_TRAPPED movl ${SMALL_VALUE}, %es:0xfc
     CASE_END
     SEG_TRAPPED mov 0xb81fc, %eax
-    mov %eax, seg_records + 0 * 16 + 12
+    mov %eax, seg_records + 0 * {RECORD} + 12
 
 /* 1 small-beyond-limit-mov: the CPU checks the limit itself */
     mov $0x20, %ax
@@ -263,7 +282,7 @@ guest_phase32:
     SEG_TRAPPED movl ${EXPAND_DOWN_VALUE}, %es:0x1000
     CASE_END
     SEG_TRAPPED mov 0xb9000, %eax
-    mov %eax, seg_records + 6 * 16 + 12
+    mov %eax, seg_records + 6 * {RECORD} + 12
 
 /* 7 expand-down-below-limit-mov */
     mov $0x30, %ax
@@ -285,12 +304,12 @@ guest_phase32:
     CASE_BEGIN 9
     RING3 seg_ring3_push_immediate, 0x4b, 0x100
     CASE_END
-    cmpl $0xff, seg_records + 9 * 16
+    cmpl $0xff, seg_records + 9 * {RECORD}
     jne 4f
     incl seg_trapped                    /* the push went through */
 4:
     SEG_TRAPPED mov 0xb84fc, %eax
-    mov %eax, seg_records + 9 * 16 + 12
+    mov %eax, seg_records + 9 * {RECORD} + 12
 
 /* 10 ring-3 stack push beyond the limit (ESP 2): the CPU's #SS */
     CASE_BEGIN 10
@@ -320,6 +339,8 @@ guest_phase32:
     mov %eax, seg_rep_copied
     SEG_TRAPPED mov 0xb81fc, %eax
     mov %eax, seg_rep_copied + 4
+
+    call seg_loads32
 
     lgdt guest_gdt_pointer
     ljmp $0x08, $3f
