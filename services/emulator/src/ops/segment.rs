@@ -147,7 +147,7 @@ pub(crate) fn reserved_segment_move<G: Guest>(
     // The same bytes naming DS must be a valid MOV DS of at most 15 bytes.
     let mut as_ds = *bytes;
     *as_ds.get_mut(opcode_at + 1)? = (modrm & !0x38) | (3 << 3);
-    let decoded = Decoder::new(bitness, data_of(&as_ds, fetched), DecoderOptions::NONE).decode();
+    let decoded = Decoder::new(bitness, as_ds.get(..fetched)?, DecoderOptions::NONE).decode();
     if !matches!(
         decoded.code(),
         Code::Mov_Sreg_rm16 | Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_r64m16
@@ -170,10 +170,6 @@ pub(crate) fn reserved_segment_move<G: Guest>(
             .err()
             .unwrap_or(Fault::without_code(vector::UD)),
     )
-}
-
-fn data_of(bytes: &[u8; MAX_INSTRUCTION_LEN], fetched: usize) -> &[u8] {
-    bytes.get(..fetched).unwrap_or(&[])
 }
 
 /// Legacy prefixes, and REX in 64-bit code.

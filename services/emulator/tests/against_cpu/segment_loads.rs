@@ -465,3 +465,56 @@ fn segment_register_loads_match_the_host_cpu() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn mov_to_cs_or_a_reserved_segment_register_is_ud_on_both_sides() {
+    // 8E with ModRM.reg 1 (CS), 6 or 7, register and memory forms, with
+    // and without REX.W and an operand-size prefix.
+    let instructions: [&[u8]; 6] = [
+        &[0x8e, 0xc8],
+        &[0x8e, 0x0b],
+        &[0x8e, 0x33],
+        &[0x8e, 0xf8],
+        &[0x48, 0x8e, 0xc8],
+        &[0x66, 0x8e, 0x3b],
+    ];
+    with_sandbox(|sandbox| {
+        let read_only = sandbox.read_only_contents().to_vec();
+        let mut emulated = EmulatedSide::new(&read_only);
+        let mut rng = Rng::new(seed());
+        for bits in [64, 32] {
+            for bytes in instructions {
+                if bits == 32 && bytes[0] == 0x48 {
+                    continue;
+                }
+                let (mode, data, stack) = pick_mode(&mut rng, bits);
+                emulated.set_descriptor_tables(&linux_gdt(), &ldt_mirror(&data, &stack));
+                // The decoder rejects these bytes: decode them as MOV DS
+                // for the case's bookkeeping only.
+                let mut as_ds = bytes.to_vec();
+                let modrm = bytes.iter().position(|byte| *byte == 0x8e).expect("8E") + 1;
+                as_ds[modrm] = (as_ds[modrm] & !0x38) | 0x18;
+                let mut case = generate(&mut rng, mode, &as_ds);
+                case.bytes = bytes.to_vec();
+                sandbox.set_writable_data(&case.data);
+                let native = sandbox.run_in(mode, &case.bytes, &case.input);
+                let NativeOutcome::Faulted(fault) = native else {
+                    panic!("{bytes:02x?} ({mode:?}): the CPU did not fault");
+                };
+                assert_eq!(fault.vector, 6, "{bytes:02x?} ({mode:?})");
+                let result = emulated.run(&case);
+                assert_eq!(
+                    result.driven,
+                    Driven::Exception(emulator::Exception {
+                        vector: 6,
+                        error_code: None,
+                        cr2: None,
+                    }),
+                    "{bytes:02x?} ({mode:?})"
+                );
+                assert_eq!(result.exit.state.gprs, case.input.gprs);
+                assert_eq!(result.data, case.data);
+            }
+        }
+    });
+}
