@@ -247,3 +247,7 @@ guest_phase32:
     DEMO_EXPECT %edx, 0x100f0e0d
     call demo_record
     ret
+
+    /* A crate's global_asm blocks share one assembler stream: leave it in
+       64-bit mode for whatever comes next. */
+    .code64

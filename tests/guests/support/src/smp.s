@@ -62,3 +62,7 @@ guest_ap_entry32:
 9:  cli                                 /* more APs than slots: park this one */
     hlt
     jmp 9b
+
+    /* A crate's global_asm blocks share one assembler stream: leave it in
+       64-bit mode for whatever comes next. */
+    .code64

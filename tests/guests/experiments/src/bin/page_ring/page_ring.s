@@ -107,3 +107,7 @@ ring_worker32:
     and $0x7fffffff, %ecx
     mov %ecx, %cr0
     ret
+
+    /* A crate's global_asm blocks share one assembler stream: leave it in
+       64-bit mode for whatever comes next. */
+    .code64

@@ -220,3 +220,7 @@ seg_single_step_eip:
     nop
     CASE_END
     ret
+
+    /* A crate's global_asm blocks share one assembler stream: leave it in
+       64-bit mode for whatever comes next. */
+    .code64

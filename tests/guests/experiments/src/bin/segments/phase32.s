@@ -367,3 +367,7 @@ seg_ring3_push_memory:
     mov %eax, %es
     pushl {SOURCE}
     ud2
+
+    /* A crate's global_asm blocks share one assembler stream: leave it in
+       64-bit mode for whatever comes next. */
+    .code64
