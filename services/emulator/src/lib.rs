@@ -197,7 +197,7 @@ pub fn emulate_with(
             return outcome_of(fault, [0; MAX_INSTRUCTION_LEN], 0, None);
         }
         Err(FetchError::Undecodable(bytes, length)) => {
-            if let Some(fault) = ops::reserved_segment_move(&mut machine, &bytes, length) {
+            if let Some(fault) = ops::undefined_opcode(&mut machine, &bytes, length) {
                 return outcome_of(fault, bytes, length, None);
             }
             return Outcome::Unsupported(Unsupported {

@@ -12,6 +12,7 @@ mod segment;
 mod shift;
 mod stack;
 mod string;
+mod undefined;
 mod vector;
 
 use crate::Guest;
@@ -19,7 +20,7 @@ use crate::fault::Fault;
 use crate::machine::Machine;
 use iced_x86::{Instruction, Mnemonic};
 
-pub(crate) use segment::reserved_segment_move;
+pub(crate) use undefined::undefined_opcode;
 
 /// How far an instruction got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

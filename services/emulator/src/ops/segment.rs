@@ -1,18 +1,16 @@
 //! Segment-register loads: MOV Sreg, r/m16; POP ES/SS/DS/FS/GS; LDS, LES,
-//! LFS, LGS and LSS; and the #UD of MOV to CS or to a reserved Sreg
-//! encoding. The operand is read (with its own segmentation, alignment and
+//! LFS, LGS and LSS (the #UD of MOV to CS or to a reserved Sreg encoding is
+//! in `undefined`). The operand is read (with its own segmentation, alignment and
 //! paging checks) before the descriptor is checked and loaded.
 
 use crate::Guest;
 use crate::alu::mask;
 use crate::fault::{Fault, vector};
-use crate::fetch::MAX_INSTRUCTION_LEN;
 use crate::machine::Machine;
 use crate::memory::{Alignment, DataAccess};
 use crate::operand::segment_index;
-use crate::segmentation::{SegmentAccess, linearize};
 use abi::{Segment, SegmentLoad};
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+use iced_x86::{Instruction, Mnemonic, OpKind};
 
 /// The register a load targets, in x86 encoding order; CS is #UD.
 fn target(reg: iced_x86::Register) -> Result<usize, Fault> {
@@ -125,57 +123,4 @@ pub(super) fn load_far_pointer<G: Guest>(
     let selector = m.read_value(&selector_span)? as u16;
     m.set_register(destination, offset)?;
     load(m, register, selector, false)
-}
-
-/// Whether undecodable bytes are MOV Sreg, r/m16 naming CS or a reserved
-/// register (ModRM.reg 1, 6 or 7), which the CPU rejects with #UD: the
-/// fault to raise (#UD, or a retry when the exit's guest-linear address
-/// is not the instruction's), `None` for anything else.
-pub(crate) fn reserved_segment_move<G: Guest>(
-    m: &mut Machine<'_, G>,
-    bytes: &[u8; MAX_INSTRUCTION_LEN],
-    fetched: usize,
-) -> Option<Fault> {
-    let bitness = m.mode.bitness(m.exit);
-    let data = bytes.get(..fetched)?;
-    let opcode_at = data.iter().position(|&byte| !is_prefix(byte, bitness))?;
-    let (&opcode, after) = data.get(opcode_at..)?.split_first()?;
-    let modrm = *after.first()?;
-    if opcode != 0x8e || !matches!((modrm >> 3) & 7, 1 | 6 | 7) {
-        return None;
-    }
-    // The same bytes naming DS must be a valid MOV DS of at most 15 bytes.
-    let mut as_ds = *bytes;
-    *as_ds.get_mut(opcode_at + 1)? = (modrm & !0x38) | (3 << 3);
-    let decoded = Decoder::new(bitness, as_ds.get(..fetched)?, DecoderOptions::NONE).decode();
-    if !matches!(
-        decoded.code(),
-        Code::Mov_Sreg_rm16 | Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_r64m16
-    ) {
-        return None;
-    }
-    let ip = if bitness == 64 {
-        m.regs.rip
-    } else {
-        m.regs.rip & 0xffff_ffff
-    };
-    let cs = Segment::Cs as usize;
-    let length = decoded.len() as u64;
-    match linearize(m.exit, m.mode, cs, ip, 1, SegmentAccess::Execute) {
-        Ok(linear) => m.note_linear_range(linear, length),
-        Err(fault) => return Some(fault),
-    }
-    Some(
-        m.require_linear_confirmed()
-            .err()
-            .unwrap_or(Fault::without_code(vector::UD)),
-    )
-}
-
-/// Legacy prefixes, and REX in 64-bit code.
-fn is_prefix(byte: u8, bitness: u32) -> bool {
-    matches!(
-        byte,
-        0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
-    ) || (bitness == 64 && byte & 0xf0 == 0x40)
 }

@@ -726,3 +726,33 @@ fn unsupported_instructions_are_named() {
         matches!(outcome, Outcome::Unsupported(ref u) if u.code == Some(crate::Code::Fld_m32fp))
     );
 }
+
+#[test]
+fn lock_on_an_instruction_that_cannot_take_it_is_ud() {
+    let ud = Outcome::Exception(Exception {
+        vector: vector::UD,
+        error_code: None,
+        cr2: None,
+    });
+    for code in [
+        &[0xf0, 0x89, 0x03][..],   // lock mov [rbx], eax
+        &[0xf0, 0x0f, 0xa3, 0x03], // lock bt [rbx], eax
+        &[0xf0, 0x01, 0xd8],       // lock add eax, ebx
+        &[0x66, 0xf0, 0x3b, 0x03], // lock cmp ax, [rbx], LOCK after another prefix
+    ] {
+        let (outcome, guest) = run(code, &[0; 8], |_| {});
+        assert_eq!(outcome, ud, "{code:02x?}");
+        assert!(guest.writes.is_empty(), "{code:02x?}");
+        // The exit names another linear address than the instruction's
+        // bytes: the guest changed its code under us, so re-execute.
+        let (outcome, _) = run(code, &[0; 8], |exit| {
+            exit.qualification |= abi::exit::ept_qualification::GUEST_LINEAR_VALID;
+            exit.guest_linear = DATA + 0x800;
+        });
+        assert_eq!(outcome, Outcome::Retry, "{code:02x?}");
+    }
+    // Bytes the decoder cannot take for another reason stay unsupported
+    // (EVEX: vmovdqu32 zmm0, [rbx], which the CPU may well execute).
+    let (outcome, _) = run(&[0x62, 0xf1, 0x7e, 0x48, 0x6f, 0x03], &[], |_| {});
+    assert!(matches!(outcome, Outcome::Unsupported(_)), "{outcome:?}");
+}

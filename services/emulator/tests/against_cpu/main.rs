@@ -463,8 +463,8 @@ fn sixteen_bit_code_matches_the_host_cpu_with_ldt_segments() {
 }
 
 #[test]
-fn lock_on_an_instruction_that_cannot_take_it_is_ud_natively_and_never_executed_by_the_emulator() {
-    let instructions: [&[u8]; 7] = [
+fn lock_on_an_instruction_that_cannot_take_it_is_ud_natively_and_emulated() {
+    let instructions: [&[u8]; 8] = [
         &[0xf0, 0x89, 0x03],       // lock mov [rbx], eax
         &[0xf0, 0x8b, 0x03],       // lock mov eax, [rbx]
         &[0xf0, 0x3b, 0x03],       // lock cmp eax, [rbx]
@@ -472,6 +472,7 @@ fn lock_on_an_instruction_that_cannot_take_it_is_ud_natively_and_never_executed_
         &[0xf0, 0x0f, 0xb6, 0x03], // lock movzx eax, byte [rbx]
         &[0xf0, 0x0f, 0xa3, 0x03], // lock bt [rbx], eax (only BTS/BTR/BTC lock)
         &[0xf0, 0xa4],             // lock movsb
+        &[0xf0, 0x01, 0xd8],       // lock add eax, ebx (register destination)
     ];
     with_sandbox(|sandbox| {
         let read_only = sandbox.read_only_contents().to_vec();
@@ -517,9 +518,8 @@ fn lock_on_an_instruction_that_cannot_take_it_is_ud_natively_and_never_executed_
             );
             // The CPU raises #UD before touching memory, so such an
             // instruction never causes an exit; the emulator only meets it
-            // when the guest rewrote its code under us. #UD is what the CPU
-            // does; "unsupported" (stop the VM) also leaves the guest as it
-            // was. Executing it is the one wrong answer.
+            // when the guest rewrote its code under us, and must then do
+            // what the CPU does.
             let result = emulated.run(&case);
             let undefined_opcode =
                 emulator_testkit::drive::Driven::Exception(emulator::Exception {
@@ -527,14 +527,9 @@ fn lock_on_an_instruction_that_cannot_take_it_is_ud_natively_and_never_executed_
                     error_code: None,
                     cr2: None,
                 });
-            assert!(
-                result.driven == undefined_opcode
-                    || matches!(
-                        result.driven,
-                        emulator_testkit::drive::Driven::Unsupported(_)
-                    ),
-                "{bytes:02x?} `{instruction}`: {:?}",
-                result.driven
+            assert_eq!(
+                result.driven, undefined_opcode,
+                "{bytes:02x?} `{instruction}`"
             );
             assert_eq!(result.data, data, "{bytes:02x?}: memory changed");
             assert_eq!(
