@@ -117,7 +117,7 @@ const BOOTS: &[BootCase] = &[
     BootCase {
         guest: "segments",
         ..case(
-            "segments guest: limits and rights, #GP/#SS by CPU and emulator (bochs)",
+            "segments guest: limits, rights and segment-register loads, by CPU and emulator (bochs)",
             "test-segments",
             "emulator",
         )
