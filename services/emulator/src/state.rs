@@ -120,7 +120,10 @@ impl Registers {
     /// The value of a general-purpose register of any size (zero-extended),
     /// or of RIP/EIP. Other registers read as `None`.
     pub(crate) fn gpr(&self, reg: Register) -> Option<u64> {
+        // 64- and 32-bit registers first: address bases and most operands.
         let value = match reg {
+            _ if reg.is_gpr64() => *self.gprs.get(reg.number())?,
+            _ if reg.is_gpr32() => *self.gprs.get(reg.number())? & 0xffff_ffff,
             Register::RIP => self.rip,
             Register::EIP => self.rip & 0xffff_ffff,
             _ if reg.is_gpr8() => {
@@ -128,8 +131,6 @@ impl Registers {
                 (*self.gprs.get(index)? >> shift) & 0xff
             }
             _ if reg.is_gpr16() => *self.gprs.get(reg.number())? & 0xffff,
-            _ if reg.is_gpr32() => *self.gprs.get(reg.number())? & 0xffff_ffff,
-            _ if reg.is_gpr64() => *self.gprs.get(reg.number())?,
             _ => return None,
         };
         Some(value)

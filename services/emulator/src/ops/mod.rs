@@ -38,10 +38,10 @@ pub(crate) fn execute<G: Guest>(
 ) -> Result<Progress, Fault> {
     use Mnemonic as M;
     let mnemonic = i.mnemonic();
-    if string::is_string_instruction(i) {
-        return string::execute(m, i);
-    }
-    match mnemonic {
+    // No mnemonic matched by name below is a string instruction (those are
+    // MOVSB..MOVSQ, STOS, LODS, CMPS, SCAS), so the check waits for the
+    // fallback and the common instructions skip it.
+    let done = match mnemonic {
         M::Mov => data::mov(m, i),
         M::Movzx | M::Movsx | M::Movsxd => data::extend(m, i),
         M::Movbe => data::movbe(m, i),
@@ -74,9 +74,10 @@ pub(crate) fn execute<G: Guest>(
         | M::Prefetchwt1
         | M::Prefetch
         | M::Nop => Ok(()),
+        _ if string::is_string_instruction(i) => return string::execute(m, i),
         _ if cond::is_conditional(mnemonic) => cond::execute(m, i),
         _ if vector::is_vector_move(mnemonic) => vector::execute(m, i),
         _ => Err(Fault::Unsupported("instruction not emulated")),
-    }
-    .map(|()| Progress::Complete)
+    };
+    done.map(|()| Progress::Complete)
 }
