@@ -5,6 +5,7 @@ use crate::cpu::{COUNTERS, PerCpu, VcpuState, count};
 use crate::exits::{read, write};
 use crate::policy::reply_check::{ExceptionInjection, GuestUpdate, ValidatedReply};
 use crate::policy::segment_check::SegmentUpdate;
+use crate::single_step::InstructionEnd;
 use crate::vm;
 use crate::vmx::fields as f;
 use crate::vmx::vmcs::{CR0_NE, CR4_VMXE};
@@ -172,13 +173,20 @@ fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
         load_segment(cpu, segment);
     }
     let old_rip = cpu.pending.state.rip;
-    match update.rip {
+    let end = match update.rip {
         Some(rip) if rip != old_rip => {
             count(&COUNTERS.instructions_retired);
             vm::advance_to(cpu, rip);
+            InstructionEnd::Retired
         }
-        _ => count(&COUNTERS.retries),
-    }
+        // A resume that keeps RIP retired iterations of a repeated string
+        // instruction (the CPU traps after each one when TF is set).
+        _ => {
+            count(&COUNTERS.retries);
+            InstructionEnd::Iterated
+        }
+    };
+    vm::end_instruction(cpu, end);
     // After advance_to ended the old STI/MOV SS blocking: a MOV SS or POP SS
     // blocks interrupts for the instruction after it (validation made sure a
     // segment load comes with a new RIP).
