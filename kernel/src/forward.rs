@@ -147,6 +147,7 @@ pub fn apply(cpu: &mut PerCpu, reply: ValidatedReply) -> ! {
         ValidatedReply::InjectException(exception) => apply_exception(cpu, exception),
         ValidatedReply::Retry => {
             count(&COUNTERS.retries);
+            vm::end_instruction(cpu, InstructionEnd::Retried);
             vm::resume(cpu)
         }
         ValidatedReply::Stop => vm::stop(cpu, format_args!("the service asked to stop the VM")),
@@ -173,20 +174,19 @@ fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
         load_segment(cpu, segment);
     }
     let old_rip = cpu.pending.state.rip;
-    let end = match update.rip {
+    match update.rip {
         Some(rip) if rip != old_rip => {
             count(&COUNTERS.instructions_retired);
+            vm::end_instruction(cpu, InstructionEnd::Retired);
             vm::advance_to(cpu, rip);
-            InstructionEnd::Retired
         }
         // A resume that keeps RIP retired iterations of a repeated string
         // instruction (the CPU traps after each one when TF is set).
         _ => {
             count(&COUNTERS.retries);
-            InstructionEnd::Iterated
+            vm::end_instruction(cpu, InstructionEnd::Iterated);
         }
-    };
-    vm::end_instruction(cpu, end);
+    }
     // After advance_to ended the old STI/MOV SS blocking: a MOV SS or POP SS
     // blocks interrupts for the instruction after it (validation made sure a
     // segment load comes with a new RIP).

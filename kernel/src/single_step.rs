@@ -44,15 +44,36 @@ pub fn single_step_enabled(rflags: u64, debugctl: u64) -> bool {
     rflags & RFLAGS_TF != 0 && debugctl & DEBUGCTL_BTF == 0
 }
 
-/// The pending-debug-exceptions field after an instruction that ended as `end`:
-/// `pending` with BS added when the single-step trap is due. Nothing is taken
-/// away: a trap already pending (from a MOV SS before this instruction) is
-/// delivered once, together with this one, as on the CPU.
-pub fn pending_after(pending: u64, end: InstructionEnd, rflags: u64, debugctl: u64) -> u64 {
-    if traps_after(end, rflags, debugctl) {
-        pending | PENDING_DEBUG_BS
-    } else {
-        pending
+/// The pending-debug-exceptions field after an instruction that ended as `end`,
+/// from the field the exit saved (`pending`) and whether the exit found blocking by
+/// MOV SS or STI (`blocked`).
+///
+/// A retired instruction or iteration adds BS when the trap is due; nothing is
+/// taken away, so a trap already pending from a MOV SS before this instruction is
+/// delivered once, together with this one, as on the CPU. An instruction that
+/// faults or is retried did not complete and raises no trap: without blocking, BS
+/// is cleared (some CPU models, Bochs among them, record the single-step trap of
+/// the instruction that caused an EPT violation, which would deliver a #DB the CPU
+/// never raises); with blocking it is the MOV SS's own pending trap, which stays
+/// (VM entry requires it to match TF while blocking is on).
+pub fn pending_after(
+    pending: u64,
+    end: InstructionEnd,
+    blocked: bool,
+    rflags: u64,
+    debugctl: u64,
+) -> u64 {
+    match end {
+        InstructionEnd::Retired | InstructionEnd::Iterated
+            if single_step_enabled(rflags, debugctl) =>
+        {
+            pending | PENDING_DEBUG_BS
+        }
+        InstructionEnd::Retired | InstructionEnd::Iterated => pending,
+        InstructionEnd::Retried | InstructionEnd::Faulted if !blocked => {
+            pending & !PENDING_DEBUG_BS
+        }
+        InstructionEnd::Retried | InstructionEnd::Faulted => pending,
     }
 }
 
@@ -81,20 +102,27 @@ mod tests {
     #[test]
     fn a_retired_instruction_with_tf_traps() {
         assert!(traps_after(Retired, TF, 0));
-        assert_eq!(pending_after(0, Retired, TF, 0), PENDING_DEBUG_BS);
+        assert_eq!(pending_after(0, Retired, false, TF, 0), PENDING_DEBUG_BS);
     }
 
     #[test]
     fn every_iteration_of_a_repeated_string_instruction_traps() {
         assert!(traps_after(Iterated, TF, 0));
-        assert_eq!(pending_after(0, Iterated, TF, 0), PENDING_DEBUG_BS);
+        assert_eq!(pending_after(0, Iterated, false, TF, 0), PENDING_DEBUG_BS);
     }
 
     #[test]
     fn faults_and_retries_do_not_trap() {
         for end in [Retried, Faulted] {
             assert!(!traps_after(end, TF, 0));
-            assert_eq!(pending_after(0, end, TF, 0), 0);
+            assert_eq!(pending_after(0, end, false, TF, 0), 0);
+            // A trap the exit recorded for the unfinished instruction is dropped.
+            assert_eq!(pending_after(PENDING_DEBUG_BS | B0, end, false, TF, 0), B0);
+            // Under blocking by MOV SS it is the MOV SS's trap: it stays.
+            assert_eq!(
+                pending_after(PENDING_DEBUG_BS, end, true, TF, 0),
+                PENDING_DEBUG_BS
+            );
         }
     }
 
@@ -102,7 +130,7 @@ mod tests {
     fn no_trap_without_tf() {
         for end in [Retired, Iterated, Retried, Faulted] {
             assert!(!traps_after(end, NO_TF, 0));
-            assert_eq!(pending_after(0, end, NO_TF, 0), 0);
+            assert_eq!(pending_after(0, end, false, NO_TF, 0), 0);
         }
     }
 
@@ -110,22 +138,22 @@ mod tests {
     fn branch_trap_mode_does_not_trap_after_a_non_branch() {
         assert!(!traps_after(Retired, TF, DEBUGCTL_BTF));
         assert!(!traps_after(Iterated, TF, DEBUGCTL_BTF));
-        assert_eq!(pending_after(0, Retired, TF, DEBUGCTL_BTF | 1), 0);
+        assert_eq!(pending_after(0, Retired, false, TF, DEBUGCTL_BTF | 1), 0);
     }
 
     #[test]
     fn pending_bits_are_kept() {
-        assert_eq!(pending_after(B0, Retired, TF, 0), B0 | PENDING_DEBUG_BS);
-        assert_eq!(pending_after(B0, Faulted, TF, 0), B0);
+        assert_eq!(
+            pending_after(B0, Retired, false, TF, 0),
+            B0 | PENDING_DEBUG_BS
+        );
         // A trap left pending by a MOV SS is delivered once, not twice.
-        assert_eq!(
-            pending_after(PENDING_DEBUG_BS, Retired, TF, 0),
-            PENDING_DEBUG_BS
-        );
-        assert_eq!(
-            pending_after(PENDING_DEBUG_BS, Retired, NO_TF, 0),
-            PENDING_DEBUG_BS
-        );
+        for tf in [TF, NO_TF] {
+            assert_eq!(
+                pending_after(PENDING_DEBUG_BS, Retired, true, tf, 0),
+                PENDING_DEBUG_BS
+            );
+        }
     }
 
     #[test]

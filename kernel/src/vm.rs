@@ -43,8 +43,8 @@ pub fn resume(cpu: &mut PerCpu) -> ! {
 /// RFLAGS.TF set the single-step trap follows it.
 pub fn skip_instruction(cpu: &mut PerCpu) -> ! {
     let rip = read(f::GUEST_RIP).wrapping_add(read(f::EXIT_INSTRUCTION_LENGTH));
-    advance_to(cpu, rip);
     end_instruction(cpu, InstructionEnd::Retired);
+    advance_to(cpu, rip);
     resume(cpu)
 }
 
@@ -82,16 +82,21 @@ pub fn block_by_mov_ss(cpu: &mut PerCpu) {
     write(cpu, f::GUEST_PENDING_DEBUG_EXCEPTIONS, pending);
 }
 
-/// Leaves the single-step trap pending (BS in the pending debug exceptions
-/// field, which VM entry delivers as a #DB with DR6.BS set) when the
-/// instruction at the exit ended as `end` with RFLAGS.TF set and DEBUGCTL.BTF
-/// clear. RFLAGS.TF is the instruction's own: no reply may change it. The
-/// exit saved the guest's DEBUGCTL (the core saves and loads debug controls).
+/// Sets the single-step trap of the instruction at the exit, which ended as
+/// `end`, in the pending debug exceptions field (VM entry delivers BS as a #DB
+/// with DR6.BS set): pending after a retired instruction or iteration with
+/// RFLAGS.TF set and DEBUGCTL.BTF clear, none after a fault or a retry (see
+/// `single_step::pending_after`). Called before `advance_to` changes the
+/// exit's interruptibility state. RFLAGS.TF is the instruction's own: no reply
+/// may change it. The exit saved the guest's DEBUGCTL (the core saves and
+/// loads debug controls).
 pub fn end_instruction(cpu: &mut PerCpu, end: InstructionEnd) {
     let pending = read(f::GUEST_PENDING_DEBUG_EXCEPTIONS);
+    let blocked = read(f::GUEST_INTERRUPTIBILITY) & INTERRUPTIBILITY_STI_MOVSS != 0;
     let after = single_step::pending_after(
         pending,
         end,
+        blocked,
         read(f::GUEST_RFLAGS),
         read(f::GUEST_IA32_DEBUGCTL),
     );
@@ -111,8 +116,10 @@ pub fn queue_exception(cpu: &mut PerCpu, vector: u8, error_code: Option<u32>) {
     crate::cpu::count(&crate::cpu::COUNTERS.exceptions_injected);
 }
 
-/// Injects hardware exception `vector` (RIP stays at the faulting instruction) and resumes.
+/// Injects hardware exception `vector` (RIP stays at the faulting instruction,
+/// which raises no single-step trap) and resumes.
 pub fn inject_exception(cpu: &mut PerCpu, vector: u8, error_code: Option<u32>) -> ! {
+    end_instruction(cpu, InstructionEnd::Faulted);
     queue_exception(cpu, vector, error_code);
     resume(cpu)
 }
