@@ -46,16 +46,16 @@ pub fn single_step_enabled(rflags: u64, debugctl: u64) -> bool {
 
 /// The pending-debug-exceptions field after an instruction that ended as `end`,
 /// from the field the exit saved (`pending`) and whether the exit found blocking by
-/// MOV SS or STI (`blocked`).
+/// MOV SS or STI (`blocked`): BS is set exactly when this instruction's trap is
+/// due, or when blocking holds the trap of the MOV SS before it.
 ///
-/// A retired instruction or iteration adds BS when the trap is due; nothing is
-/// taken away, so a trap already pending from a MOV SS before this instruction is
-/// delivered once, together with this one, as on the CPU. An instruction that
-/// faults or is retried did not complete and raises no trap: without blocking, BS
-/// is cleared (some CPU models, Bochs among them, record the single-step trap of
-/// the instruction that caused an EPT violation, which would deliver a #DB the CPU
-/// never raises); with blocking it is the MOV SS's own pending trap, which stays
-/// (VM entry requires it to match TF while blocking is on).
+/// Under blocking, the saved BS is that MOV SS's trap: it is kept, and a trap of
+/// this instruction merges with it into one #DB, as on the CPU (VM entry also
+/// requires BS to match TF while blocking is on). Without blocking, no earlier
+/// trap can be pending when the instruction began, so a saved BS can only be the
+/// single-step trap of the unfinished instruction itself, which some CPU models
+/// (Bochs among them) record at an EPT-violation exit: it is replaced by the
+/// decision for how the instruction really ended.
 pub fn pending_after(
     pending: u64,
     end: InstructionEnd,
@@ -63,17 +63,15 @@ pub fn pending_after(
     rflags: u64,
     debugctl: u64,
 ) -> u64 {
-    match end {
-        InstructionEnd::Retired | InstructionEnd::Iterated
-            if single_step_enabled(rflags, debugctl) =>
-        {
-            pending | PENDING_DEBUG_BS
-        }
-        InstructionEnd::Retired | InstructionEnd::Iterated => pending,
-        InstructionEnd::Retried | InstructionEnd::Faulted if !blocked => {
-            pending & !PENDING_DEBUG_BS
-        }
-        InstructionEnd::Retried | InstructionEnd::Faulted => pending,
+    let kept = if blocked {
+        pending
+    } else {
+        pending & !PENDING_DEBUG_BS
+    };
+    if traps_after(end, rflags, debugctl) {
+        kept | PENDING_DEBUG_BS
+    } else {
+        kept
     }
 }
 
@@ -139,6 +137,11 @@ mod tests {
         assert!(!traps_after(Retired, TF, DEBUGCTL_BTF));
         assert!(!traps_after(Iterated, TF, DEBUGCTL_BTF));
         assert_eq!(pending_after(0, Retired, false, TF, DEBUGCTL_BTF | 1), 0);
+        // Not even when the exit recorded one for the instruction.
+        assert_eq!(
+            pending_after(PENDING_DEBUG_BS, Retired, false, TF, DEBUGCTL_BTF),
+            0
+        );
     }
 
     #[test]
@@ -154,6 +157,11 @@ mod tests {
                 PENDING_DEBUG_BS
             );
         }
+        // The exit's record of the instruction's own trap is not doubled either.
+        assert_eq!(
+            pending_after(PENDING_DEBUG_BS | B0, Retired, false, TF, 0),
+            PENDING_DEBUG_BS | B0
+        );
     }
 
     #[test]
