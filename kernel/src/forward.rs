@@ -5,6 +5,7 @@ use crate::cpu::{COUNTERS, PerCpu, VcpuState, count};
 use crate::exits::{read, write};
 use crate::policy::reply_check::{ExceptionInjection, GuestUpdate, ValidatedReply};
 use crate::policy::segment_check::SegmentUpdate;
+use crate::single_step::InstructionEnd;
 use crate::vm;
 use crate::vmx::fields as f;
 use crate::vmx::vmcs::{CR0_NE, CR4_VMXE};
@@ -146,6 +147,7 @@ pub fn apply(cpu: &mut PerCpu, reply: ValidatedReply) -> ! {
         ValidatedReply::InjectException(exception) => apply_exception(cpu, exception),
         ValidatedReply::Retry => {
             count(&COUNTERS.retries);
+            vm::end_instruction(cpu, InstructionEnd::Retried);
             vm::resume(cpu)
         }
         ValidatedReply::Stop => vm::stop(cpu, format_args!("the service asked to stop the VM")),
@@ -175,9 +177,15 @@ fn apply_update(cpu: &mut PerCpu, update: &GuestUpdate) -> ! {
     match update.rip {
         Some(rip) if rip != old_rip => {
             count(&COUNTERS.instructions_retired);
+            vm::end_instruction(cpu, InstructionEnd::Retired);
             vm::advance_to(cpu, rip);
         }
-        _ => count(&COUNTERS.retries),
+        // A resume that keeps RIP retired iterations of a repeated string
+        // instruction (the CPU traps after each one when TF is set).
+        _ => {
+            count(&COUNTERS.retries);
+            vm::end_instruction(cpu, InstructionEnd::Iterated);
+        }
     }
     // After advance_to ended the old STI/MOV SS blocking: a MOV SS or POP SS
     // blocks interrupts for the instruction after it (validation made sure a

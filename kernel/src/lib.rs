@@ -9,6 +9,7 @@ pub mod acpi;
 pub mod arch;
 pub mod ept;
 pub mod policy;
+pub mod single_step;
 
 #[cfg(feature = "bare-metal")]
 mod control_regs;

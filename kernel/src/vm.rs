@@ -4,15 +4,12 @@
 use crate::cpu::{PerCpu, VcpuState};
 use crate::exits::{read, write};
 use crate::println;
+use crate::single_step::{self, InstructionEnd};
 use crate::vmx::fields as f;
 use core::fmt;
 
 const INTERRUPTIBILITY_STI_MOVSS: u64 = 0b11;
 const INTERRUPTIBILITY_MOVSS: u64 = 1 << 1;
-const RFLAGS_TF: u64 = 1 << 8;
-const DEBUGCTL_BTF: u64 = 1 << 1;
-/// Pending debug exceptions: a single-step trap is pending (BS).
-const PENDING_DEBUG_BS: u64 = 1 << 14;
 const INTERRUPTIBILITY_SMI: u64 = 1 << 2;
 const INTERRUPTION_VALID: u64 = 1 << 31;
 const INTERRUPTION_DELIVER_ERROR_CODE: u64 = 1 << 11;
@@ -42,9 +39,11 @@ pub fn resume(cpu: &mut PerCpu) -> ! {
 
 /// Advances RIP past the instruction that exited (the exit-instruction
 /// length is valid for the instruction-caused exits the core handles) and
-/// resumes. Blocking by STI or MOV SS ends with that instruction.
+/// resumes. Blocking by STI or MOV SS ends with that instruction, and with
+/// RFLAGS.TF set the single-step trap follows it.
 pub fn skip_instruction(cpu: &mut PerCpu) -> ! {
     let rip = read(f::GUEST_RIP).wrapping_add(read(f::EXIT_INSTRUCTION_LENGTH));
+    end_instruction(cpu, InstructionEnd::Retired);
     advance_to(cpu, rip);
     resume(cpu)
 }
@@ -75,11 +74,35 @@ pub fn block_by_mov_ss(cpu: &mut PerCpu) {
         f::GUEST_INTERRUPTIBILITY,
         interruptibility | INTERRUPTIBILITY_MOVSS,
     );
-    let single_step =
-        read(f::GUEST_RFLAGS) & RFLAGS_TF != 0 && read(f::GUEST_IA32_DEBUGCTL) & DEBUGCTL_BTF == 0;
-    let pending = read(f::GUEST_PENDING_DEBUG_EXCEPTIONS) & !PENDING_DEBUG_BS;
-    let bs = if single_step { PENDING_DEBUG_BS } else { 0 };
-    write(cpu, f::GUEST_PENDING_DEBUG_EXCEPTIONS, pending | bs);
+    let pending = single_step::pending_while_blocked(
+        read(f::GUEST_PENDING_DEBUG_EXCEPTIONS),
+        read(f::GUEST_RFLAGS),
+        read(f::GUEST_IA32_DEBUGCTL),
+    );
+    write(cpu, f::GUEST_PENDING_DEBUG_EXCEPTIONS, pending);
+}
+
+/// Sets the single-step trap of the instruction at the exit, which ended as
+/// `end`, in the pending debug exceptions field (VM entry delivers BS as a #DB
+/// with DR6.BS set): pending after a retired instruction or iteration with
+/// RFLAGS.TF set and DEBUGCTL.BTF clear, none after a fault or a retry (see
+/// `single_step::pending_after`). Called before `advance_to` changes the
+/// exit's interruptibility state. RFLAGS.TF is the instruction's own: no reply
+/// may change it. The exit saved the guest's DEBUGCTL (the core saves and
+/// loads debug controls).
+pub fn end_instruction(cpu: &mut PerCpu, end: InstructionEnd) {
+    let pending = read(f::GUEST_PENDING_DEBUG_EXCEPTIONS);
+    let blocked = read(f::GUEST_INTERRUPTIBILITY) & INTERRUPTIBILITY_STI_MOVSS != 0;
+    let after = single_step::pending_after(
+        pending,
+        end,
+        blocked,
+        read(f::GUEST_RFLAGS),
+        read(f::GUEST_IA32_DEBUGCTL),
+    );
+    if after != pending {
+        write(cpu, f::GUEST_PENDING_DEBUG_EXCEPTIONS, after);
+    }
 }
 
 /// Queues hardware exception `vector` for the next VM entry.
@@ -93,8 +116,10 @@ pub fn queue_exception(cpu: &mut PerCpu, vector: u8, error_code: Option<u32>) {
     crate::cpu::count(&crate::cpu::COUNTERS.exceptions_injected);
 }
 
-/// Injects hardware exception `vector` (RIP stays at the faulting instruction) and resumes.
+/// Injects hardware exception `vector` (RIP stays at the faulting instruction,
+/// which raises no single-step trap) and resumes.
 pub fn inject_exception(cpu: &mut PerCpu, vector: u8, error_code: Option<u32>) -> ! {
+    end_instruction(cpu, InstructionEnd::Faulted);
     queue_exception(cpu, vector, error_code);
     resume(cpu)
 }

@@ -145,20 +145,27 @@ fn setup_controls(cpu: &mut PerCpu, msr_bitmap: u64, start: &GuestStart) -> Resu
         required_secondary,
         (0, secondary_may),
     )?;
-    let wanted_exit = exit_ctl::HOST_ADDRESS_SPACE_64
+    // VM exit always sets DR7 to 0x400 and clears IA32_DEBUGCTL: the guest's
+    // are saved at exits and loaded at entries, so they survive exits and the
+    // core sees DEBUGCTL.BTF (single-step traps, vm::end_instruction).
+    let wanted_exit = exit_ctl::SAVE_DEBUG_CONTROLS
+        | exit_ctl::HOST_ADDRESS_SPACE_64
         | exit_ctl::SAVE_EFER
         | exit_ctl::LOAD_EFER
         | exit_ctl::SAVE_PAT
         | exit_ctl::LOAD_PAT;
     let exit = adjust(
         wanted_exit,
-        exit_ctl::HOST_ADDRESS_SPACE_64 | exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER,
+        exit_ctl::SAVE_DEBUG_CONTROLS
+            | exit_ctl::HOST_ADDRESS_SPACE_64
+            | exit_ctl::SAVE_EFER
+            | exit_ctl::LOAD_EFER,
         allowed(IA32_VMX_EXIT_CTLS, IA32_VMX_TRUE_EXIT_CTLS),
     )?;
-    let wanted_entry = entry_ctl::LOAD_EFER | entry_ctl::LOAD_PAT;
+    let wanted_entry = entry_ctl::LOAD_DEBUG_CONTROLS | entry_ctl::LOAD_EFER | entry_ctl::LOAD_PAT;
     let entry = adjust(
         wanted_entry,
-        entry_ctl::LOAD_EFER,
+        entry_ctl::LOAD_DEBUG_CONTROLS | entry_ctl::LOAD_EFER,
         allowed(IA32_VMX_ENTRY_CTLS, IA32_VMX_TRUE_ENTRY_CTLS),
     )?;
 
@@ -288,6 +295,7 @@ fn setup_guest(start: &GuestStart) -> Result<(), VmcsError> {
     insn::vmwrite(f::GUEST_CR3, 0)?;
     insn::vmwrite(f::GUEST_CR4, cr4_fixed0)?;
     insn::vmwrite(f::GUEST_DR7, 0x400)?;
+    insn::vmwrite(f::GUEST_IA32_DEBUGCTL, 0)?;
     insn::vmwrite(f::GUEST_RSP, 0)?;
     insn::vmwrite(f::GUEST_RIP, start.rip)?;
     insn::vmwrite(f::GUEST_RFLAGS, 0x2)?;
@@ -339,6 +347,7 @@ pub fn reset_to_real_mode(cpu: &mut PerCpu) {
     write(cpu, f::GUEST_TR_ACCESS_RIGHTS, 0x8b);
     write(cpu, f::GUEST_RFLAGS, 0x2);
     write(cpu, f::GUEST_DR7, 0x400);
+    write(cpu, f::GUEST_IA32_DEBUGCTL, 0);
     write(cpu, f::GUEST_INTERRUPTIBILITY, 0);
     write(cpu, f::GUEST_PENDING_DEBUG_EXCEPTIONS, 0);
     write(cpu, f::ENTRY_INTERRUPTION_INFO, 0);

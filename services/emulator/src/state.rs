@@ -12,6 +12,7 @@ pub(crate) mod rflags {
     pub const AF: u64 = 1 << 4;
     pub const ZF: u64 = 1 << 6;
     pub const SF: u64 = 1 << 7;
+    pub const TF: u64 = 1 << 8;
     pub const DF: u64 = 1 << 10;
     pub const OF: u64 = 1 << 11;
     pub const RF: u64 = 1 << 16;

@@ -1,6 +1,7 @@
 //! String instructions MOVS, STOS, LODS, CMPS, SCAS with REP, REPE and REPNE
-//! in both directions: a bounded number of iterations per call, with rCX,
-//! rSI and rDI left exactly as the CPU leaves them after a partial run.
+//! in both directions: a bounded number of iterations per call (one when
+//! RFLAGS.TF is set, so that each iteration's single-step trap can follow it),
+//! with rCX, rSI and rDI left exactly as the CPU leaves them after a partial run.
 
 use crate::Guest;
 use crate::alu;
@@ -118,7 +119,13 @@ pub(super) fn execute<G: Guest>(
     let repeated = i.has_rep_prefix() || i.has_repne_prefix();
     let compares = matches!(op, StringOp::Cmps | StringOp::Scas);
     let source_segment = m.effective_segment(i)?;
-    let bound = m.config.max_rep_iterations.max(1);
+    // With TF set the CPU takes a single-step trap after every iteration (RIP
+    // kept until the last): one iteration per call lets the core deliver each.
+    let bound = if m.regs.flag(rflags::TF) {
+        1
+    } else {
+        m.config.max_rep_iterations.max(1)
+    };
     // A REP instruction with 32-bit addressing in 64-bit mode writes ECX
     // (clearing its upper half) even when it does no iteration or faults in
     // the first one; REP MOVS and REP STOS write ESI/EDI the same way (as

@@ -15,6 +15,7 @@ const AF: u64 = 0x10;
 const ZF: u64 = 0x40;
 const SF: u64 = 0x80;
 const DF: u64 = 0x400;
+const TF: u64 = 0x100;
 const OF: u64 = 0x800;
 const STATUS: u64 = CF | PF | AF | ZF | SF | OF;
 
@@ -508,6 +509,24 @@ fn rep_stos_and_movs_run_bounded_with_exact_partial_registers() {
     exit.state.gprs[RDI] = 0xffff_ffff_7000_0000;
     let done = retired(emulate(&mut guest, &exit));
     assert_eq!((done.gprs[RCX], done.gprs[RDI]), (0, DATA + 2));
+}
+
+#[test]
+fn rep_runs_one_iteration_per_call_with_tf_set() {
+    // rep stosb, 3 bytes, TF set: each call retires one iteration (RIP kept)
+    // so that the single-step trap can follow it; the last one moves RIP on.
+    let (mut guest, mut exit) = long_bench(&[0xf3, 0xaa]);
+    exit.state.rflags |= TF;
+    exit.state.gprs[RCX] = 3;
+    exit.state.gprs[RDI] = DATA;
+    exit.state.gprs[RAX] = 0x5a;
+    for (rcx, rip) in [(2, 0x40_0000), (1, 0x40_0000), (0, 0x40_0002)] {
+        let done = retired(emulate(&mut guest, &exit));
+        assert_eq!((done.gprs[RCX], done.rip), (rcx, rip));
+        assert_eq!(done.rflags & TF, TF);
+        exit.state.gprs = done.gprs;
+    }
+    assert_eq!(guest.peek(FRAME, 4), [0x5a, 0x5a, 0x5a, 0]);
 }
 
 #[test]

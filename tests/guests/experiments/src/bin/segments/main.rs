@@ -24,6 +24,11 @@
 //! selector past the GDT limit and (in 32-bit mode) a null SS get the emulator's #NP or
 //! #GP with the selector as error code.
 //!
+//! Single-step (single_step32.s): with RFLAGS.TF set, an emulated store is followed by
+//! exactly one #DB with DR6.BS and the EIP after it, as on the CPU; an emulated REP
+//! STOSB traps after each iteration (EIP at it until the last); with TF clear an
+//! emulated store does not trap. Bare Bochs (`--no-hypervisor`) gives the same results.
+//!
 //! Counting: an instruction the emulator faults is an injected exception, not a
 //! retired instruction, so only the accesses that went through are counted.
 #![no_std]
@@ -186,6 +191,26 @@ const SINGLE_STEP_CASE: usize = 24;
 /// Index of the REP MOVSB case, whose record's value is EDI at the fault.
 const REP_CASE: usize = 12;
 
+/// The single-step cases of single_step32.s, in its order.
+const STEP_CASES: [&str; 4] = [
+    "tf-emulated-store-traps-once-after-it",
+    "tf-clear-emulated-store-does-not-trap",
+    "tf-rep-stosb-traps-after-each-iteration",
+    "tf-emulator-fault-does-not-trap",
+];
+/// Trapped words of single_step32.s and what its stores leave there.
+const STEP_STORE: usize = VGA_TEXT_BASE + 0xc00;
+const STEP_STORE_CLEAR: usize = VGA_TEXT_BASE + 0xc04;
+const STEP_REP: usize = VGA_TEXT_BASE + 0xc10;
+const STEP_STORE_VALUE: u32 = 0x7f1a_0001;
+const STEP_CLEAR_VALUE: u32 = 0x7f1a_0002;
+/// The dword at STEP_REP after REP STOSB wrote three bytes of 0x5a over zero.
+const STEP_REP_VALUE: u32 = 0x005a_5a5a;
+/// Traps a single-step record logs at most.
+const STEP_LOG: usize = 4;
+/// DR6.BS: the #DB was a single-step trap.
+const DR6_BS: u32 = 1 << 14;
+
 /// The 64-bit cases.
 const CASES64: [FaultCase; 3] = [
     fault("non-canonical-load", GP, Path::Cpu),
@@ -209,8 +234,75 @@ struct Record32 {
     fault_eip: u32,
 }
 
+/// One #DB a single-step case took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+struct StepTrap {
+    eip: u32,
+    dr6: u32,
+    ecx: u32,
+    eflags: u32,
+}
+
+/// One record of single_step32.s.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct StepRecord {
+    /// #DBs taken (the log holds the first STEP_LOG).
+    traps: u32,
+    /// The EIP at which the handler stopped single-stepping.
+    stop_eip: u32,
+    /// The trapped word read back after the case.
+    value: u32,
+    /// The fault the case took (0xff: none).
+    fault_vector: u32,
+    log: [StepTrap; STEP_LOG],
+}
+
+impl StepRecord {
+    /// The logged traps.
+    fn traps(&self) -> &[StepTrap] {
+        &self.log[..(self.traps as usize).min(STEP_LOG)]
+    }
+
+    /// Whether the case took exactly the traps at `eips` with ECX `ecxs`, each with
+    /// DR6.BS, the fault `fault_vector` (0xff: none), and left `value` in its trapped
+    /// word.
+    fn matches(&self, eips: &[u32], ecxs: &[u32], fault_vector: u32, value: u32) -> bool {
+        let traps = self.traps();
+        self.traps as usize == eips.len()
+            && self.fault_vector == fault_vector
+            && traps.iter().map(|trap| trap.eip).eq(eips.iter().copied())
+            && traps.iter().map(|trap| trap.ecx).eq(ecxs.iter().copied())
+            && traps.iter().all(|trap| trap.dr6 & DR6_BS != 0)
+            && self.value == value
+    }
+}
+
+impl core::fmt::Display for StepRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} #DB", self.traps)?;
+        for trap in self.traps() {
+            write!(
+                f,
+                " [eip {:#x} dr6 {:#x} ecx {} eflags {:#x}]",
+                trap.eip, trap.dr6, trap.ecx, trap.eflags
+            )?;
+        }
+        write!(
+            f,
+            ", fault vector {:#x}, value {:#x}",
+            self.fault_vector, self.value
+        )
+    }
+}
+
 unsafe extern "C" {
     static seg_records: [Record32; CASES32.len()];
+    static seg_step_records: [StepRecord; STEP_CASES.len()];
+    static seg_step_store_next: u8;
+    static seg_step_rep_eip: u8;
+    static seg_step_rep_next: u8;
     static seg_trapped: u32;
     static seg_rep_copied: [u32; 2];
     static seg_single_step_eip: u8;
@@ -219,7 +311,16 @@ unsafe extern "C" {
 core::arch::global_asm!(
     include_str!("phase32.s"),
     include_str!("loads32.s"),
+    include_str!("single_step32.s"),
     CASES = const CASES32.len(),
+    STEP_CASES = const STEP_CASES.len(),
+    STEP_RECORD = const size_of::<StepRecord>(),
+    STEP_LOG = const STEP_LOG,
+    STEP_STORE = const STEP_STORE,
+    STEP_STORE_CLEAR = const STEP_STORE_CLEAR,
+    STEP_REP = const STEP_REP,
+    STEP_STORE_VALUE = const STEP_STORE_VALUE,
+    STEP_CLEAR_VALUE = const STEP_CLEAR_VALUE,
     RECORD = const size_of::<Record32>(),
     PROBE_A = const PROBE_A,
     PROBE_B = const PROBE_B,
@@ -265,11 +366,12 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
 
     // SAFETY: written by the 32-bit phase, which finished before long mode; volatile
     // because Rust did not see the writes.
-    let (records, trapped32, rep_copied) = unsafe {
+    let (records, trapped32, rep_copied, step_records) = unsafe {
         (
             read_volatile(addr_of!(seg_records)),
             read_volatile(addr_of!(seg_trapped)),
             read_volatile(addr_of!(seg_rep_copied)),
+            read_volatile(addr_of!(seg_step_records)),
         )
     };
     memory.add_counted_elsewhere(trapped32);
@@ -304,6 +406,36 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         single_step_eip == expected_eip,
         format_args!("#DB at eip {single_step_eip:#x} (expected {expected_eip:#x})"),
     );
+
+    // Single-step: one trap after the emulated store; none with TF clear; one after
+    // each REP STOSB iteration, the last one after the instruction; none when the
+    // emulator faults the instruction (its #GP only).
+    let store_next = addr_of!(seg_step_store_next) as usize as u32;
+    let rep_eip = addr_of!(seg_step_rep_eip) as usize as u32;
+    let rep_next = addr_of!(seg_step_rep_next) as usize as u32;
+    const NO_FAULT: u32 = 0xff;
+    let step_expected: [(&[u32], &[u32], u32, u32); 4] = [
+        (&[store_next], &[0], NO_FAULT, STEP_STORE_VALUE),
+        (&[], &[], NO_FAULT, STEP_CLEAR_VALUE),
+        (
+            &[rep_eip, rep_eip, rep_next],
+            &[2, 1, 0],
+            NO_FAULT,
+            STEP_REP_VALUE,
+        ),
+        (&[], &[], u32::from(GP), 0),
+    ];
+    for ((name, record), (eips, ecxs, fault_vector, value)) in
+        STEP_CASES.iter().zip(&step_records).zip(step_expected)
+    {
+        checks.check(
+            &case_name("[32]", name),
+            record.matches(eips, ecxs, fault_vector, value),
+            format_args!(
+                "{record}; expected #DB at {eips:#x?}, ecx {ecxs:?}, fault vector {fault_vector:#x}, value {value:#x}"
+            ),
+        );
+    }
 
     // SAFETY (all probes below): VGA text memory is trapped device memory no Rust
     // reference covers; the non-canonical address faults before anything is written.
@@ -351,8 +483,11 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         .into_iter()
         .map(emulator_work)
         .fold((0, 0), |(r, i), (cr, ci)| (r + cr, i + ci));
-    // The single-step case's MOV SS retires; its #DB comes from the CPU.
-    let (retired, injected) = (retired + 1, injected - 1);
+    // The single-step case's MOV SS retires; its #DB comes from the CPU. Of the
+    // single_step32.s cases, three retire one emulated instruction each (REP STOSB's
+    // earlier iterations count as retries; their #DBs come from VM entry) and one
+    // is the emulator's #GP.
+    let (retired, injected) = (retired + 1 + 3, injected - 1 + 1);
     serial_println!(
         "{NAME}: the cases expect the emulator to retire {retired} and inject {injected} (core's exceptions-injected)"
     );

@@ -341,6 +341,7 @@ guest_phase32:
     mov %eax, seg_rep_copied + 4
 
     call seg_loads32
+    call seg_single_step32
 
     lgdt guest_gdt_pointer
     ljmp $0x08, $3f
