@@ -402,21 +402,7 @@ fn walk_wide<G: Guest>(
             (cached.table, 12, depth)
         }
         _ => match ctx.format {
-            Format::Pae => {
-                // The PDPTE: four of them, no accessed bit, no rights, and
-                // reserved bits of their own.
-                walk.first_accessed = 1;
-                let gpa = ctx.root + ((linear >> 30) & 3) * 8;
-                let value = read_entry(guest, gpa, true)?;
-                if value & ENTRY_PRESENT == 0 {
-                    return Err(not_present(base_code, linear));
-                }
-                if value & (always_reserved | 0x1e6 | ENTRY_NX) != 0 {
-                    return Err(reserved(base_code, linear));
-                }
-                walk.record(0, gpa, value);
-                (value & address_mask, 21, 1)
-            }
+            Format::Pae => (pae_directory(guest, ctx, linear, base_code, walk)?, 21, 1),
             Format::Level5 => (ctx.root, 48, 0),
             _ => (ctx.root, 39, 0),
         },
@@ -461,6 +447,31 @@ fn walk_wide<G: Guest>(
     }
 }
 
+/// The PAE PDPTE for `linear` (four of them, no accessed bit, no rights,
+/// reserved bits of their own): the page directory it names. Out of line,
+/// so that its values are not worked out before every 4-level walk.
+#[inline(never)]
+fn pae_directory<G: Guest>(
+    guest: &mut G,
+    ctx: &PagingContext,
+    linear: u64,
+    base_code: u32,
+    walk: &mut Walk,
+) -> Result<u64, WalkStop> {
+    walk.first_accessed = 1;
+    let gpa = ctx.root + ((linear >> 30) & 3) * 8;
+    let value = read_entry(guest, gpa, true)?;
+    if value & ENTRY_PRESENT == 0 {
+        return Err(not_present(base_code, linear));
+    }
+    if value & (ctx.always_reserved | 0x1e6 | ENTRY_NX) != 0 {
+        return Err(reserved(base_code, linear));
+    }
+    walk.record(0, gpa, value);
+    Ok(value & ctx.address_mask)
+}
+
+#[inline]
 fn check_permissions(
     ctx: &PagingContext,
     walk: &Walk,
