@@ -437,16 +437,23 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         );
     }
 
-    // SAFETY (all probes below): VGA text memory is trapped device memory no Rust
-    // reference covers; the non-canonical address faults before anything is written.
+    // SAFETY: VGA text memory is trapped device memory no Rust reference covers.
     unsafe {
         memory.store_u32(SOURCE, SOURCE_VALUE);
         memory.store_u32(SOURCE + 4, SOURCE_HIGH_VALUE);
     }
     let outcomes = [
-        runtime::timed(|| unsafe { idt::probe_load_u8(NON_CANONICAL as usize) }.map(u64::from)),
-        runtime::timed(|| unsafe { idt::probe_movsq(NON_CANONICAL, SOURCE as u64) }.map(|()| 0)),
         runtime::timed(|| {
+            // SAFETY: the non-canonical address faults before anything is read.
+            unsafe { idt::probe_load_u8(NON_CANONICAL as usize) }.map(u64::from)
+        }),
+        runtime::timed(|| {
+            // SAFETY: the non-canonical destination faults before anything is written.
+            unsafe { idt::probe_movsq(NON_CANONICAL, SOURCE as u64) }.map(|()| 0)
+        }),
+        runtime::timed(|| {
+            // SAFETY: both addresses are in trapped VGA text memory, which no Rust
+            // reference covers.
             unsafe { idt::probe_movsq(MOVSQ_TARGET as u64, SOURCE as u64) }.map(|()| 0)
         }),
     ];
@@ -454,7 +461,7 @@ extern "C" fn guest_main64(_multiboot_magic: u32, _multiboot_info: u32) -> ! {
         if observed.fault.is_none() && case.path == Path::Emulator {
             memory.add_counted_elsewhere(1);
             if index == 2 {
-                // SAFETY: as above.
+                // SAFETY: trapped VGA text memory, which no Rust reference covers.
                 observed.value = unsafe { memory.load_u64(MOVSQ_TARGET) };
             }
         }

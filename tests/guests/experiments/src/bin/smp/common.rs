@@ -35,12 +35,13 @@ struct ApReport {
     flags: AtomicU32,
 }
 
-const EMPTY_REPORT: ApReport = ApReport {
-    lapic_id: AtomicU32::new(NO_REPORT),
-    cpuid_id: AtomicU32::new(NO_REPORT),
-    flags: AtomicU32::new(0),
-};
-static REPORTS: [ApReport; MAX_APS] = [EMPTY_REPORT; MAX_APS];
+static REPORTS: [ApReport; MAX_APS] = [const {
+    ApReport {
+        lapic_id: AtomicU32::new(NO_REPORT),
+        cpuid_id: AtomicU32::new(NO_REPORT),
+        flags: AtomicU32::new(0),
+    }
+}; MAX_APS];
 static REPORTED: AtomicU32 = AtomicU32::new(0);
 
 fn efer() -> u64 {
