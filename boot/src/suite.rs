@@ -224,7 +224,60 @@ fn code_style(root: &Path) -> Result<String, String> {
         ],
         "cargo clippy found warnings",
     )?;
-    Ok("formatted, no clippy warnings".into())
+    let bare_metal = bare_metal_clippy_arguments();
+    let arguments: Vec<&str> = bare_metal.iter().map(String::as_str).collect();
+    cargo_step(
+        root,
+        &arguments,
+        "cargo clippy found warnings in bare-metal code",
+    )?;
+    Ok("formatted, no clippy warnings (host and bare-metal targets)".into())
+}
+
+/// `cargo clippy` over every bare-metal binary the tool builds (kernel,
+/// services, guests) with its `bare-metal` feature and extra features: the
+/// host run above never compiles them.
+fn bare_metal_clippy_arguments() -> Vec<String> {
+    let binaries = std::iter::once(&crate::catalog::KERNEL)
+        .chain(
+            crate::catalog::SERVICES
+                .iter()
+                .map(|service| &service.binary),
+        )
+        .chain(crate::catalog::GUESTS.iter().map(|guest| &guest.binary));
+    let mut packages = Vec::new();
+    let mut features = Vec::new();
+    for binary in binaries {
+        packages.push(binary.package);
+        features.push(format!("{}/bare-metal", binary.package));
+        for feature in binary.features {
+            features.push(format!("{}/{feature}", binary.package));
+        }
+    }
+    packages.sort_unstable();
+    packages.dedup();
+    features.sort_unstable();
+    features.dedup();
+    let mut arguments: Vec<String> = [
+        "clippy",
+        "--target",
+        crate::bare_build::TARGET,
+        "--target-dir",
+        "target/bare-clippy",
+        "--bins",
+        "--lib",
+    ]
+    .iter()
+    .map(|argument| argument.to_string())
+    .collect();
+    for package in packages {
+        arguments.push("-p".into());
+        arguments.push(package.into());
+    }
+    arguments.push("--features".into());
+    arguments.push(features.join(","));
+    arguments.extend(["--", "-D", "warnings"].map(String::from));
+    arguments
 }
 
 fn host_tests(root: &Path) -> Result<String, String> {
@@ -300,5 +353,31 @@ fn qemu_boot(root: &Path) -> Result<String, String> {
         )),
         (_, Verdict::Fail(reason)) => Err(reason),
         (false, Verdict::Pass(summary)) => Err(format!("passed without VMX?! {summary}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_metal_clippy_covers_every_built_binary_with_its_features() {
+        let arguments = bare_metal_clippy_arguments();
+        let joined = arguments.join(" ");
+        for package in [
+            "kernel",
+            "emulator",
+            "hostile-service",
+            "demo-guest",
+            "experiments-guest",
+        ] {
+            assert!(joined.contains(&format!("-p {package} ")), "{joined}");
+            assert!(
+                joined.contains(&format!("{package}/bare-metal")),
+                "{joined}"
+            );
+        }
+        assert!(joined.contains("emulator/trace"), "{joined}");
+        assert!(joined.ends_with("-- -D warnings"), "{joined}");
     }
 }
