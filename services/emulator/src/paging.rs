@@ -524,6 +524,19 @@ fn set_accessed_dirty<G: Guest>(guest: &mut G, walk: &Walk, write: bool) -> Resu
     {
         return Ok(());
     }
+    update_accessed_dirty(guest, walk, write, count)
+}
+
+/// The accessed/dirty updates a walk needs, out of line: they are rare, and
+/// inlined their compare-exchange calls made every walk spill registers.
+#[cold]
+#[inline(never)]
+fn update_accessed_dirty<G: Guest>(
+    guest: &mut G,
+    walk: &Walk,
+    write: bool,
+    count: usize,
+) -> Result<(), WalkStop> {
     let len = if walk.wide { 8 } else { 4 };
     // A plain index loop: iterator adapters here (skip, zip) were not
     // inlined and cost more than the rest of a walk.
