@@ -43,20 +43,12 @@ pub fn build(root: &Path, binaries: &[&CrateBinary]) -> Result<Vec<PathBuf>, Str
             .arg(&target_dir)
             .env("RUSTFLAGS", rustflags(&gcc_ld_dir))
             .env_remove("CARGO_ENCODED_RUSTFLAGS");
-        let mut feature_list = Vec::new();
         for member in &members {
             command.args(["-p", member.package, "--bin", member.bin]);
-            feature_list.push(format!("{}/bare-metal", member.package));
-            feature_list.extend(
-                member
-                    .features
-                    .iter()
-                    .map(|feature| format!("{}/{feature}", member.package)),
-            );
         }
-        feature_list.sort();
-        feature_list.dedup();
-        command.arg("--features").arg(feature_list.join(","));
+        command
+            .arg("--features")
+            .arg(feature_list(members.iter().copied()).join(","));
         let status = command
             .status()
             .map_err(|error| format!("cannot run cargo: {error}"))?;
@@ -82,6 +74,24 @@ pub fn build(root: &Path, binaries: &[&CrateBinary]) -> Result<Vec<PathBuf>, Str
         .iter()
         .map(|binary| paths[&(binary.package, binary.bin, binary.features)].clone())
         .collect())
+}
+
+/// The cargo features `binaries` are built with: each crate's `bare-metal`
+/// and its extra features, as `package/feature`, sorted, without repeats.
+pub fn feature_list<'a>(binaries: impl IntoIterator<Item = &'a CrateBinary>) -> Vec<String> {
+    let mut features = Vec::new();
+    for binary in binaries {
+        features.push(format!("{}/bare-metal", binary.package));
+        features.extend(
+            binary
+                .features
+                .iter()
+                .map(|feature| format!("{}/{feature}", binary.package)),
+        );
+    }
+    features.sort();
+    features.dedup();
+    features
 }
 
 /// target/bare for plain builds; a separate directory per extra feature set so

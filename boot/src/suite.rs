@@ -238,26 +238,18 @@ fn code_style(root: &Path) -> Result<String, String> {
 /// services, guests) with its `bare-metal` feature and extra features: the
 /// host run above never compiles them.
 fn bare_metal_clippy_arguments() -> Vec<String> {
-    let binaries = std::iter::once(&crate::catalog::KERNEL)
+    let binaries: Vec<&crate::catalog::CrateBinary> = std::iter::once(&crate::catalog::KERNEL)
         .chain(
             crate::catalog::SERVICES
                 .iter()
                 .map(|service| &service.binary),
         )
-        .chain(crate::catalog::GUESTS.iter().map(|guest| &guest.binary));
-    let mut packages = Vec::new();
-    let mut features = Vec::new();
-    for binary in binaries {
-        packages.push(binary.package);
-        features.push(format!("{}/bare-metal", binary.package));
-        for feature in binary.features {
-            features.push(format!("{}/{feature}", binary.package));
-        }
-    }
+        .chain(crate::catalog::GUESTS.iter().map(|guest| &guest.binary))
+        .collect();
+    let mut packages: Vec<&str> = binaries.iter().map(|binary| binary.package).collect();
     packages.sort_unstable();
     packages.dedup();
-    features.sort_unstable();
-    features.dedup();
+    let features = crate::bare_build::feature_list(binaries.iter().copied());
     let mut arguments: Vec<String> = [
         "clippy",
         "--target",
