@@ -21,9 +21,11 @@ pub(crate) fn undefined_opcode<G: Guest>(
     bytes: &[u8; MAX_INSTRUCTION_LEN],
     fetched: usize,
 ) -> Option<Fault> {
-    let length = reserved_segment_move(m, bytes, fetched)
-        .or_else(|| lock_without_lockable_operand(m, bytes, fetched))?;
-    let ip = if m.mode.bitness(m.exit) == 64 {
+    let bitness = m.mode.bitness(m.exit);
+    let data = bytes.get(..fetched)?;
+    let length = reserved_segment_move(bitness, data)
+        .or_else(|| lock_without_lockable_operand(bitness, data))?;
+    let ip = if bitness == 64 {
         m.regs.rip
     } else {
         m.regs.rip & 0xffff_ffff
@@ -48,13 +50,7 @@ pub(crate) fn undefined_opcode<G: Guest>(
 
 /// MOV Sreg, r/m16 naming CS or a reserved register (ModRM.reg 1, 6 or 7):
 /// its length.
-fn reserved_segment_move<G: Guest>(
-    m: &Machine<'_, G>,
-    bytes: &[u8; MAX_INSTRUCTION_LEN],
-    fetched: usize,
-) -> Option<u64> {
-    let bitness = m.mode.bitness(m.exit);
-    let data = bytes.get(..fetched)?;
+fn reserved_segment_move(bitness: u32, data: &[u8]) -> Option<u64> {
     let opcode_at = data.iter().position(|&byte| !is_prefix(byte, bitness))?;
     let (&opcode, after) = data.get(opcode_at..)?.split_first()?;
     let modrm = *after.first()?;
@@ -62,9 +58,11 @@ fn reserved_segment_move<G: Guest>(
         return None;
     }
     // The same bytes naming DS must be a valid MOV DS of at most 15 bytes.
-    let mut as_ds = *bytes;
+    let mut as_ds = [0u8; MAX_INSTRUCTION_LEN];
+    let as_ds = as_ds.get_mut(..data.len())?;
+    as_ds.copy_from_slice(data);
     *as_ds.get_mut(opcode_at + 1)? = (modrm & !0x38) | (3 << 3);
-    let decoded = Decoder::new(bitness, as_ds.get(..fetched)?, DecoderOptions::NONE).decode();
+    let decoded = Decoder::new(bitness, as_ds, DecoderOptions::NONE).decode();
     matches!(
         decoded.code(),
         Code::Mov_Sreg_rm16 | Code::Mov_Sreg_r32m16 | Code::Mov_Sreg_r64m16
@@ -75,13 +73,7 @@ fn reserved_segment_move<G: Guest>(
 /// An instruction that is valid without its LOCK prefix but does not
 /// allow one (a plain MOV, CMP, BT, a register destination, ...): its
 /// length.
-fn lock_without_lockable_operand<G: Guest>(
-    m: &Machine<'_, G>,
-    bytes: &[u8; MAX_INSTRUCTION_LEN],
-    fetched: usize,
-) -> Option<u64> {
-    let bitness = m.mode.bitness(m.exit);
-    let data = bytes.get(..fetched)?;
+fn lock_without_lockable_operand(bitness: u32, data: &[u8]) -> Option<u64> {
     let unchecked = Decoder::new(bitness, data, DecoderOptions::NO_INVALID_CHECK).decode();
     if unchecked.is_invalid() || !unchecked.has_lock_prefix() {
         return None;
@@ -89,10 +81,12 @@ fn lock_without_lockable_operand<G: Guest>(
     // Only the LOCK prefix may be what made the bytes invalid: the same
     // bytes with that prefix replaced by a redundant DS override decode.
     let length = unchecked.len();
-    let lock_at = data.get(..length)?.iter().position(|&byte| byte == 0xf0)?;
-    let mut unlocked = *bytes;
+    let mut unlocked = [0u8; MAX_INSTRUCTION_LEN];
+    let unlocked = unlocked.get_mut(..length)?;
+    unlocked.copy_from_slice(data.get(..length)?);
+    let lock_at = unlocked.iter().position(|&byte| byte == 0xf0)?;
     *unlocked.get_mut(lock_at)? = 0x3e;
-    let checked = Decoder::new(bitness, unlocked.get(..length)?, DecoderOptions::NONE).decode();
+    let checked = Decoder::new(bitness, unlocked, DecoderOptions::NONE).decode();
     (!checked.is_invalid() && checked.code() == unchecked.code()).then_some(length as u64)
 }
 
