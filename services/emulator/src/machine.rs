@@ -5,7 +5,7 @@
 use crate::EmulatorConfig;
 use crate::Guest;
 use crate::fault::Fault;
-use crate::paging::{AccessKind, ControlState, PagingContext, WalkCache, translate};
+use crate::paging::{AccessKind, ControlState, PagingContext, WalkCache, WalkMemo, translate};
 use crate::state::{Mode, Registers, rflags};
 use abi::ExitMessage;
 use abi::exit::ept_qualification;
@@ -25,7 +25,7 @@ pub(crate) struct Machine<'a, G: Guest> {
     /// Translations made during this instruction (a REP instruction reuses
     /// them, as the CPU's TLB would).
     pub translations: TranslationCache,
-    walks: WalkCache,
+    walks: WalkCache<'a>,
     /// The paging state of every walk of this instruction (no emulated
     /// instruction changes it, RFLAGS.AC included). Made once: rebuilding
     /// it before each walk made the walk's first loads wait for the narrow
@@ -62,10 +62,13 @@ impl TranslationCache {
 }
 
 impl<'a, G: Guest> Machine<'a, G> {
+    /// The context of one instruction; walks are recalled from and
+    /// remembered in `memo` when there is one.
     pub(crate) fn new(
         guest: &'a mut G,
         exit: &'a ExitMessage,
         config: &'a EmulatorConfig,
+        memo: Option<&'a mut WalkMemo>,
     ) -> Machine<'a, G> {
         let mode = Mode::of(exit);
         let state = &exit.state;
@@ -90,7 +93,7 @@ impl<'a, G: Guest> Machine<'a, G> {
             cpl: mode.cpl(exit),
             linear_confirmed: exit.qualification & ept_qualification::GUEST_LINEAR_VALID == 0,
             translations: TranslationCache::default(),
-            walks: WalkCache::default(),
+            walks: WalkCache::with_memo(memo),
             paging,
         }
     }

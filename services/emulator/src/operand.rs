@@ -97,7 +97,9 @@ impl<G: Guest> Machine<'_, G> {
         })
     }
 
-    /// Maps the explicit memory operand (`len` bytes).
+    /// Maps the explicit memory operand (`len` bytes). Inlined, as
+    /// [`Machine::map_data`] is, so that the span is not copied out of memory.
+    #[inline(always)]
     pub(crate) fn map_memory_operand(
         &mut self,
         instruction: &Instruction,

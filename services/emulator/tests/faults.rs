@@ -607,7 +607,8 @@ fn string_faults_report_the_progress_made() {
     exit.state.gprs[RCX] = 4;
     exit.state.gprs[RAX] = 0x77;
     let mut guest = scene.memory.guest();
-    let (ending, _) = emulator_testkit::drive::drive(&mut guest, &mut exit, 100, 10);
+    let mut emulator = emulator::Emulator::default();
+    let (ending, _) = emulator_testkit::drive::drive(&mut emulator, &mut guest, &mut exit, 100, 10);
     assert_eq!(
         ending,
         emulator_testkit::drive::Driven::Exception(exception(PF, Some(W | U), Some(DATA + 0x1000)))

@@ -5,7 +5,7 @@
 //! forms, 16-bit stack and string-register wrap.
 
 use abi::{ExitMessage, Segment, SegmentRegister};
-use emulator::{Outcome, Retired, emulate};
+use emulator::{Emulator, Outcome, Retired, emulate};
 use emulator_testkit::GuestMemory;
 use emulator_testkit::drive::{Driven, drive};
 use emulator_testkit::state::{
@@ -89,7 +89,7 @@ fn real_mode_rep_movsb_backwards_wraps_si_and_di() {
     exit.state.gprs[RDI] = 0x11;
     exit.state.rflags |= rflags::DF;
     let mut guest = memory.guest();
-    let (ending, _) = drive(&mut guest, &mut exit, 100, 10);
+    let (ending, _) = drive(&mut Emulator::default(), &mut guest, &mut exit, 100, 10);
     assert_eq!(ending, Driven::Completed);
     assert_eq!(
         (

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 /// Guest-physical memory made of the pages a test creates; touching any
 /// other page is `MemoryError::NoAccess`.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct TestGuest {
     pages: BTreeMap<u64, Box<[u8; 4096]>>,
     /// Every compare-exchange: (pages, offset, width).

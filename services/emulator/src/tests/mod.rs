@@ -1,5 +1,5 @@
 //! Host tests of the emulator against an in-memory guest: modes, faults,
-//! paging walks, accessed/dirty bits, split and locked accesses, and
+//! paging walks (and the walks an `Emulator` remembers), accessed/dirty bits, split and locked accesses, and
 //! instruction semantics checked against values worked out from the SDM.
 
 extern crate std;
@@ -12,3 +12,4 @@ mod paging;
 mod robustness;
 mod segment_loads;
 mod segment_pointers;
+mod walk_memo;

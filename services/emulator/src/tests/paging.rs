@@ -6,11 +6,11 @@ use crate::fault::vector;
 use crate::{EmulatorConfig, Exception, Outcome, emulate, emulate_with};
 use abi::ExitMessage;
 
-const DATA: u64 = 0x4000_0000;
-const FRAME: u64 = 0x30_0000;
-const CODE: u64 = 0x8000;
+pub(super) const DATA: u64 = 0x4000_0000;
+pub(super) const FRAME: u64 = 0x30_0000;
+pub(super) const CODE: u64 = 0x8000;
 
-fn page_fault(error_code: u32, cr2: u64) -> Outcome {
+pub(super) fn page_fault(error_code: u32, cr2: u64) -> Outcome {
     Outcome::Exception(Exception {
         vector: vector::PF,
         error_code: Some(error_code),
@@ -20,7 +20,11 @@ fn page_fault(error_code: u32, cr2: u64) -> Outcome {
 
 /// `mov [rbx/ebx], eax` (or the given code) at CODE with DATA mapped with
 /// `flags` in `format`.
-fn bench(format: Format, flags: u64, code: &[u8]) -> (TestGuest, ExitMessage, PageTables) {
+pub(super) fn bench(
+    format: Format,
+    flags: u64,
+    code: &[u8],
+) -> (TestGuest, ExitMessage, PageTables) {
     let mut guest = TestGuest::new();
     let mut tables = PageTables::new(&mut guest, format, 0x10_0000);
     tables.map(&mut guest, CODE, CODE, RW | US);

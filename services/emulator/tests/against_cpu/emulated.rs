@@ -8,6 +8,7 @@
 
 use crate::cases::Case;
 use abi::{ExitMessage, Segment, SegmentRegister, ValidGroups};
+use emulator::Emulator;
 use emulator_testkit::drive::{Driven, drive};
 use emulator_testkit::native::{
     CODE_BASE, CODE16_IP, DATA_BASE, INSTRUCTION_ADDRESS, LDT_CODE16_SELECTOR, LDT_DATA_SELECTOR,
@@ -38,6 +39,9 @@ pub struct Emulated {
 /// The guest that mirrors the sandbox.
 pub struct EmulatedSide {
     scene: Scene,
+    /// One emulator for every case, as the service keeps one per vCPU: its
+    /// remembered walks are checked against the page tables of each case.
+    emulator: Emulator,
     code_frame: u64,
     data_frames: Vec<u64>,
     read_only_frame: u64,
@@ -68,6 +72,7 @@ impl EmulatedSide {
         let gdt_frame = scene.map_new(GDT_MIRROR, PageAttributes::SUPERVISOR_RW);
         let ldt_frame = scene.map_new(LDT_MIRROR, PageAttributes::SUPERVISOR_RW);
         EmulatedSide {
+            emulator: Emulator::default(),
             gdt_frame,
             ldt_frame,
             ldt_limit: 0,
@@ -208,7 +213,13 @@ impl EmulatedSide {
             .expect("read-only frame");
         let mut exit = self.exit(case);
         let mut guest = memory.guest();
-        let (driven, _) = drive(&mut guest, &mut exit, STEP_LIMIT, RETRY_LIMIT);
+        let (driven, _) = drive(
+            &mut self.emulator,
+            &mut guest,
+            &mut exit,
+            STEP_LIMIT,
+            RETRY_LIMIT,
+        );
         let mut data = Vec::with_capacity(case.data.len());
         for frame in &self.data_frames {
             data.extend(memory.snapshot(*frame, FRAME_SIZE));

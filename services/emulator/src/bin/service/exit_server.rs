@@ -6,7 +6,7 @@
 //! because the emulator package cannot depend on a crate that depends on it.
 
 use core::fmt;
-use emulator::{Guest, MemoryError, Outcome};
+use emulator::{Emulator, Guest, MemoryError, Outcome};
 use rt::abi::{ExitMessage, ExitReason, Reply, Segment, ServiceStart, SyscallError};
 use rt::guest_memory::{AccessError, GuestMemory};
 use rt::lapic::{self, IcrWrite};
@@ -27,6 +27,8 @@ pub struct ExitServer {
     name: &'static str,
     /// Log every emulated instruction.
     trace: bool,
+    /// This vCPU's emulator: it remembers page walks between exits.
+    emulator: Emulator,
 }
 
 impl ExitServer {
@@ -43,6 +45,7 @@ impl ExitServer {
             cpu: start.cpu,
             name,
             trace,
+            emulator: Emulator::default(),
         }
     }
 
@@ -114,7 +117,7 @@ impl ExitServer {
         }
         let outcome = if self.trace {
             let mut guest = RecordingGuest::new(&mut self.memory);
-            let outcome = emulator::emulate(&mut guest, exit);
+            let outcome = self.emulator.emulate(&mut guest, exit);
             // A retired instruction's length is how far RIP moved (0 for a
             // REP instruction that is only partly done: show all fetched).
             let length = match &outcome {
@@ -139,7 +142,8 @@ impl ExitServer {
             );
             outcome
         } else {
-            emulator::emulate(&mut WindowGuest(&mut self.memory), exit)
+            self.emulator
+                .emulate(&mut WindowGuest(&mut self.memory), exit)
         };
         self.reply_for(exit, &outcome)
     }

@@ -4,7 +4,7 @@
 //! in an exception, an unsupported outcome or a memory error.
 
 use abi::ExitMessage;
-use emulator::{Exception, Guest, MemoryError, Outcome, Retired, Unsupported, emulate};
+use emulator::{Emulator, Exception, Guest, MemoryError, Outcome, Retired, Unsupported, emulate};
 
 /// How driving one instruction ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,12 +34,13 @@ pub fn apply(exit: &mut ExitMessage, retired: &Retired) {
     }
 }
 
-/// Emulates the instruction at `exit`'s RIP until it completes, applying
-/// every retired step to `exit`; at most `step_limit` calls to `emulate`,
-/// and at most `retry_limit` retries in a row (without other guests
-/// writing, a retry must not repeat for ever). Returns the ending and the
-/// number of calls made.
+/// Emulates the instruction at `exit`'s RIP with `emulator` until it
+/// completes, applying every retired step to `exit`; at most `step_limit`
+/// calls to `emulate`, and at most `retry_limit` retries in a row (without
+/// other guests writing, a retry must not repeat for ever). Returns the
+/// ending and the number of calls made.
 pub fn drive(
+    emulator: &mut Emulator,
     guest: &mut impl Guest,
     exit: &mut ExitMessage,
     step_limit: usize,
@@ -48,7 +49,7 @@ pub fn drive(
     let start = exit.state.rip;
     let mut retries = 0;
     for step in 1..=step_limit {
-        match emulate(guest, exit) {
+        match emulator.emulate(guest, exit) {
             Outcome::Retired(retired) => {
                 retries = 0;
                 apply(exit, &retired);
