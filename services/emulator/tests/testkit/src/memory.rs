@@ -299,7 +299,9 @@ impl Guest for SharedGuest<'_> {
 /// `ptr` must be valid for `buf.len()` bytes.
 #[inline]
 unsafe fn atomic_read(ptr: *mut u8, buf: &mut [u8]) {
-    let aligned = (ptr as usize).is_multiple_of(buf.len().max(1));
+    // Consulted for the power-of-two sizes only, where it is this mask test
+    // (a `%` by the length is a division, slower than the access).
+    let aligned = ptr.addr() & buf.len().wrapping_sub(1) == 0;
     // SAFETY: (all arms) ptr is valid for buf.len() bytes and, in the sized
     // arms, aligned to the size, as `from_ptr` requires. The fetch arm reads
     // the aligned words that cover those bytes: they lie inside the mapping,
@@ -322,24 +324,53 @@ unsafe fn atomic_read(ptr: *mut u8, buf: &mut [u8]) {
                     .to_le_bytes(),
             ),
             // An instruction fetch: the aligned 8-byte words that cover
-            // it, each read with one load, as the CPU's fetch does.
+            // it, each read with one load, as the CPU's fetch does, shifted
+            // into place in registers.
             len @ 3..=16 => {
                 let head = ptr.addr() % 8;
                 let first_word = ptr.wrapping_sub(head).cast::<u64>();
-                let mut words = [0u8; 24];
-                for (index, chunk) in words.chunks_exact_mut(8).enumerate() {
+                let mut words = [0u64; 3];
+                for (index, word) in words.iter_mut().enumerate() {
                     if index * 8 < head + len {
-                        let word =
-                            AtomicU64::from_ptr(first_word.add(index)).load(Ordering::Acquire);
-                        chunk.copy_from_slice(&word.to_le_bytes());
+                        *word = AtomicU64::from_ptr(first_word.add(index)).load(Ordering::Acquire);
                     }
                 }
-                buf.copy_from_slice(&words[head..head + len]);
+                let [first, second, third] = words.map(u128::from);
+                let mut covering = (first | second << 64) >> (head * 8);
+                if head != 0 {
+                    covering |= third << (128 - head * 8);
+                }
+                store_bytes(buf, covering);
             }
             _ => {
                 for (index, byte) in buf.iter_mut().enumerate() {
                     *byte = AtomicU8::from_ptr(ptr.add(index)).load(Ordering::Acquire);
                 }
+            }
+        }
+    }
+}
+
+/// Stores the low `buf.len()` (3 to 16) bytes of `value` into `buf` with
+/// plain 8-byte (or 1-byte) stores, which later loads of single bytes
+/// forward from. A `copy_from_slice` of this variable length is a memcpy
+/// call whose masked vector store stalls every load that follows it.
+#[inline]
+fn store_bytes(buf: &mut [u8], value: u128) {
+    let len = buf.len();
+    match (buf.first_chunk_mut::<8>(), len.checked_sub(8)) {
+        (Some(head), Some(tail_start)) if len <= 16 => {
+            // Two 8-byte stores, overlapping when there are fewer than 16,
+            // both taken from registers.
+            *head = (value as u64).to_le_bytes();
+            let tail = (value >> (tail_start * 8)) as u64;
+            if let Some(last) = buf.last_chunk_mut::<8>() {
+                *last = tail.to_le_bytes();
+            }
+        }
+        _ => {
+            for (byte, source) in buf.iter_mut().zip(value.to_le_bytes()) {
+                *byte = source;
             }
         }
     }
@@ -351,7 +382,8 @@ unsafe fn atomic_read(ptr: *mut u8, buf: &mut [u8]) {
 /// `ptr` must be valid for `data.len()` bytes.
 #[inline]
 unsafe fn atomic_write(ptr: *mut u8, data: &[u8]) {
-    let aligned = (ptr as usize).is_multiple_of(data.len().max(1));
+    // As in `atomic_read`.
+    let aligned = ptr.addr() & data.len().wrapping_sub(1) == 0;
     // SAFETY: (all arms) ptr is valid for data.len() bytes and, in the sized
     // arms, aligned to the size, as `from_ptr` requires.
     unsafe {
