@@ -172,7 +172,7 @@ impl<G: Guest> Machine<'_, G> {
             return Err(selector_fault(vector::GP, selector));
         }
         let linear = self.descriptor_linear(base, offset)?;
-        let span = self.map_linear(linear, 8, descriptor_access(false))?;
+        let span = self.map_linear(linear, 8, AccessKind::implicit_supervisor(false))?;
         self.note_linear_range(linear, 8);
         let mut bytes = [0u8; 8];
         self.read_span(&span, &mut bytes)?;
@@ -211,18 +211,8 @@ impl<G: Guest> Machine<'_, G> {
         if !matches!(self.mode, Mode::Long | Mode::Compatibility) {
             linear &= 0xffff_ffff;
         }
-        let span = self.map_linear(linear, 1, descriptor_access(true))?;
+        let span = self.map_linear(linear, 1, AccessKind::implicit_supervisor(true))?;
         self.compare_exchange_value(&span, u64::from(access), u64::from(access) | 1)
-    }
-}
-
-/// The kind of an implicit supervisor access to a descriptor table.
-fn descriptor_access(write: bool) -> AccessKind {
-    AccessKind {
-        write,
-        fetch: false,
-        user: false,
-        implicit_supervisor: true,
     }
 }
 

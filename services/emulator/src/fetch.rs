@@ -63,12 +63,7 @@ impl<G: Guest> Machine<'_, G> {
             1,
             SegmentAccess::Execute,
         )?;
-        let kind = AccessKind {
-            write: false,
-            fetch: true,
-            user: self.cpl == 3,
-            implicit_supervisor: false,
-        };
+        let kind = AccessKind::fetch(self.cpl);
         let first_room = (4096 - (linear & 0xfff)) as usize;
         let mut fetched = first_room.min(available);
         let span = self.map_linear(linear, fetched, kind)?;

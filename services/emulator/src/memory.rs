@@ -43,11 +43,27 @@ pub(crate) enum Alignment {
 
 impl<G: Guest> Machine<'_, G> {
     /// Maps `len` bytes (1 to 4096) at `offset` in segment `segment` for a
-    /// data access. Inlined: a span returned in memory and then copied
-    /// with wider loads than the stores that wrote it stalls store
-    /// forwarding, which cost several percent of an emulated MOV.
-    #[inline(always)]
+    /// data access. Out of line (see [`Machine::map_data_inlined`]).
+    #[inline(never)]
     pub(crate) fn map_data(
+        &mut self,
+        segment: usize,
+        offset: u64,
+        len: usize,
+        access: DataAccess,
+        alignment: Alignment,
+    ) -> Result<Span, Fault> {
+        self.map_data_inlined(segment, offset, len, access, alignment)
+    }
+
+    /// [`Machine::map_data`] inlined into the caller, for the explicit
+    /// memory operand of every instruction: a span returned in memory and
+    /// then copied with wider loads than the stores that wrote it stalls
+    /// store forwarding (several percent of an emulated MOV). Not for every
+    /// caller: inlined into the loop of a string instruction, it made the
+    /// loop spill, and copy, its state (a quarter slower).
+    #[inline(always)]
+    pub(crate) fn map_data_inlined(
         &mut self,
         segment: usize,
         offset: u64,
@@ -105,12 +121,7 @@ impl<G: Guest> Machine<'_, G> {
         len: usize,
         access: DataAccess,
     ) -> Result<Span, Fault> {
-        let kind = AccessKind {
-            write: access == DataAccess::Write,
-            fetch: false,
-            user: self.cpl == 3,
-            implicit_supervisor: false,
-        };
+        let kind = AccessKind::data(access == DataAccess::Write, self.cpl);
         let span = self.map_linear(linear, len, kind)?;
         self.note_linear_range(linear, len as u64);
         Ok(span)
@@ -218,7 +229,15 @@ impl<G: Guest> Machine<'_, G> {
             return Err(Fault::Unsupported("scalar wider than 8 bytes"));
         }
         self.read_span(span, &mut bytes)?;
-        Ok(u64::from_le_bytes(bytes))
+        // Loaded back at the width the guest stored: an 8-byte load of a
+        // 4-byte store over the zeroed buffer stalls store forwarding.
+        let [b0, b1, b2, b3, ..] = bytes;
+        Ok(match span.len {
+            1 => u64::from(b0),
+            2 => u64::from(u16::from_le_bytes([b0, b1])),
+            4 => u64::from(u32::from_le_bytes([b0, b1, b2, b3])),
+            _ => u64::from_le_bytes(bytes),
+        })
     }
 
     /// Writes the low `span.len` (at most 8) bytes of `value`.

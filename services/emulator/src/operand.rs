@@ -97,8 +97,9 @@ impl<G: Guest> Machine<'_, G> {
         })
     }
 
-    /// Maps the explicit memory operand (`len` bytes). Inlined, as
-    /// [`Machine::map_data`] is, so that the span is not copied out of memory.
+    /// Maps the explicit memory operand (`len` bytes). Inlined, with
+    /// [`Machine::map_data_inlined`], so that the span is not copied out of
+    /// memory.
     #[inline(always)]
     pub(crate) fn map_memory_operand(
         &mut self,
@@ -108,7 +109,7 @@ impl<G: Guest> Machine<'_, G> {
         alignment: Alignment,
     ) -> Result<Span, Fault> {
         let operand = self.memory_operand(instruction)?;
-        self.map_data(operand.segment, operand.offset, len, access, alignment)
+        self.map_data_inlined(operand.segment, operand.offset, len, access, alignment)
     }
 
     /// The value of a register as an operand: GPRs and segment selectors.

@@ -99,16 +99,59 @@ pub(crate) struct ControlState {
     pub pkru: u32,
 }
 
-/// What kind of access is being translated.
+/// What kind of access is being translated. One byte of flags: as four
+/// `bool` fields it was kept in memory field by field and passed to a walk
+/// as one word, a load that stalled on the narrow stores (store
+/// forwarding), once per iteration of a REP string instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct AccessKind {
-    pub write: bool,
-    pub fetch: bool,
-    /// A user-mode access (CPL 3 and not an implicit supervisor access).
-    pub user: bool,
+pub(crate) struct AccessKind(u8);
+
+impl AccessKind {
+    const WRITE: u8 = 1 << 0;
+    const FETCH: u8 = 1 << 1;
+    const USER: u8 = 1 << 2;
+    const IMPLICIT_SUPERVISOR: u8 = 1 << 3;
+
+    /// A data read or write by code at CPL `cpl`.
+    pub(crate) fn data(write: bool, cpl: u8) -> AccessKind {
+        AccessKind(AccessKind::write_bit(write) | AccessKind::user_bit(cpl))
+    }
+
+    /// An instruction fetch by code at CPL `cpl`.
+    pub(crate) fn fetch(cpl: u8) -> AccessKind {
+        AccessKind(AccessKind::FETCH | AccessKind::user_bit(cpl))
+    }
+
     /// A supervisor access the CPU makes on its own (descriptor tables and
-    /// the like): SMAP applies whatever RFLAGS.AC says.
-    pub implicit_supervisor: bool,
+    /// the like), at any CPL: SMAP applies whatever RFLAGS.AC says.
+    pub(crate) fn implicit_supervisor(write: bool) -> AccessKind {
+        AccessKind(AccessKind::write_bit(write) | AccessKind::IMPLICIT_SUPERVISOR)
+    }
+
+    fn write_bit(write: bool) -> u8 {
+        if write { AccessKind::WRITE } else { 0 }
+    }
+
+    fn user_bit(cpl: u8) -> u8 {
+        if cpl == 3 { AccessKind::USER } else { 0 }
+    }
+
+    pub(crate) fn write(self) -> bool {
+        self.0 & AccessKind::WRITE != 0
+    }
+
+    pub(crate) fn fetch_access(self) -> bool {
+        self.0 & AccessKind::FETCH != 0
+    }
+
+    /// A user-mode access (CPL 3 and not an implicit supervisor access).
+    pub(crate) fn user(self) -> bool {
+        self.0 & AccessKind::USER != 0
+    }
+
+    pub(crate) fn is_implicit_supervisor(self) -> bool {
+        self.0 & AccessKind::IMPLICIT_SUPERVISOR != 0
+    }
 }
 
 /// #PF error-code bits.
@@ -349,15 +392,15 @@ impl WalkStop {
     #[cold]
     fn into_fault(self, ctx: &PagingContext, kind: AccessKind, linear: u64) -> Fault {
         let mut code = 0;
-        if kind.write {
+        if kind.write() {
             code |= pf::WRITE;
         }
-        if kind.user {
+        if kind.user() {
             code |= pf::USER;
         }
         let fetch_reported =
             ctx.cr4 & control::CR4_SMEP != 0 || (ctx.format != Format::Bits32 && ctx.nxe);
-        if kind.fetch && fetch_reported {
+        if kind.fetch_access() && fetch_reported {
             code |= pf::FETCH;
         }
         match self {
@@ -428,7 +471,7 @@ fn standing(
 ) -> Result<Option<Leaf>, Fault> {
     let checked = walked.and_then(|leaf| check_permissions(ctx, &leaf, kind).map(|()| leaf));
     match checked {
-        Ok(leaf) if leaf.needs_accessed_dirty(kind.write) => Ok(None),
+        Ok(leaf) if leaf.needs_accessed_dirty(kind.write()) => Ok(None),
         Ok(leaf) => Ok(Some(leaf)),
         Err(stop) => Err(stop.into_fault(ctx, kind, linear)),
     }
@@ -452,7 +495,7 @@ fn translate_setting_accessed_dirty<G: Guest>(
         let mut entries = Entries::new(ctx.format);
         let walked = walk(guest, ctx, linear, cache.table, &mut entries).and_then(|leaf| {
             check_permissions(ctx, &leaf, kind)?;
-            set_accessed_dirty(guest, &entries, kind.write)?;
+            set_accessed_dirty(guest, &entries, kind.write())?;
             Ok(leaf)
         });
         match walked {
@@ -687,16 +730,16 @@ fn check_permissions(ctx: &PagingContext, leaf: &Leaf, kind: AccessKind) -> Resu
     let smep = ctx.cr4 & control::CR4_SMEP != 0;
     let smap = ctx.cr4 & control::CR4_SMAP != 0;
     let rights = &leaf.rights;
-    let denied = if kind.fetch {
+    let denied = if kind.fetch_access() {
         rights.no_execute()
-            || (kind.user && !rights.user())
-            || (!kind.user && smep && rights.user())
-    } else if kind.user {
-        !rights.user() || (kind.write && !rights.writable())
+            || (kind.user() && !rights.user())
+            || (!kind.user() && smep && rights.user())
+    } else if kind.user() {
+        !rights.user() || (kind.write() && !rights.writable())
     } else {
         let smap_denies =
-            smap && rights.user() && (kind.implicit_supervisor || !ctx.alignment_flag);
-        smap_denies || (kind.write && !rights.writable() && wp)
+            smap && rights.user() && (kind.is_implicit_supervisor() || !ctx.alignment_flag);
+        smap_denies || (kind.write() && !rights.writable() && wp)
     };
     if denied {
         return Err(WalkStop::Denied);
@@ -704,11 +747,11 @@ fn check_permissions(ctx: &PagingContext, leaf: &Leaf, kind: AccessKind) -> Resu
     let keys_apply = ctx.cr4 & control::CR4_PKE != 0
         && matches!(ctx.format, Format::Level4 | Format::Level5)
         && rights.user()
-        && !kind.fetch;
+        && !kind.fetch_access();
     if keys_apply {
         let access_disabled = (ctx.pkru >> (2 * leaf.key)) & 1 != 0;
         let write_disabled = (ctx.pkru >> (2 * leaf.key + 1)) & 1 != 0;
-        if access_disabled || (kind.write && write_disabled && (kind.user || wp)) {
+        if access_disabled || (kind.write() && write_disabled && (kind.user() || wp)) {
             return Err(WalkStop::DeniedByKey);
         }
     }

@@ -347,16 +347,8 @@ fn implicit_supervisor_accesses_ignore_rflags_ac_under_smap() {
         pkru: 0,
     };
     let ctx = PagingContext::new(&control, true, 52, 1);
-    let explicit = AccessKind {
-        write: false,
-        fetch: false,
-        user: false,
-        implicit_supervisor: false,
-    };
-    let implicit = AccessKind {
-        implicit_supervisor: true,
-        ..explicit
-    };
+    let explicit = AccessKind::data(false, 0);
+    let implicit = AccessKind::implicit_supervisor(false);
     let mut cache = WalkCache::default();
     assert_eq!(
         translate(&mut guest, &ctx, DATA, explicit, &mut cache),
