@@ -187,10 +187,10 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    pub fn new(config: EmulatorConfig) -> Emulator {
+    pub const fn new(config: EmulatorConfig) -> Emulator {
         Emulator {
             config,
-            walks: WalkMemo::default(),
+            walks: WalkMemo::EMPTY,
         }
     }
 

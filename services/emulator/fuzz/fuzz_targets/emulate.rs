@@ -1,14 +1,17 @@
 //! Fuzz target: `emulate` on arbitrary input must not panic or hang. The
 //! first byte picks the shape: a well-formed 64-bit guest running the input
 //! as instruction bytes with input-derived registers, or a fully
-//! input-derived exit message over memory filled from the input.
+//! input-derived exit message over memory filled from the input. In the
+//! second shape an `Emulator` kept across inputs (whose remembered walks
+//! then meet page tables that change from input to input) must come to the
+//! outcome, and leave the memory, that a fresh emulation does.
 #![no_main]
 
 use abi::ExitMessage;
-use emulator::emulate;
+use emulator::{Emulator, emulate};
 use emulator_testkit::{GuestMemory, PageAttributes, PagingMode, Scene};
 use libfuzzer_sys::fuzz_target;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use zerocopy::FromBytes;
 
 const CODE: u64 = 0x40_0000;
@@ -26,6 +29,8 @@ static GUEST: LazyLock<Scene> = LazyLock::new(|| {
 });
 
 static SOUP: LazyLock<GuestMemory> = LazyLock::new(|| GuestMemory::new(SOUP_FRAMES));
+
+static REMEMBERING: Mutex<Emulator> = Mutex::new(Emulator::new(emulator::EmulatorConfig::DEFAULT));
 
 fuzz_target!(|input: &[u8]| {
     let Some((&shape, rest)) = input.split_first() else {
@@ -61,6 +66,18 @@ fuzz_target!(|input: &[u8]| {
         let soup = &*SOUP;
         let len = memory.len().min(SOUP_FRAMES * 4096);
         soup.write(0, &memory[..len]).expect("inside the soup");
-        let _ = emulate(&mut soup.guest(), &exit);
+        let before = soup.snapshot(0, SOUP_FRAMES * 4096);
+        let fresh = emulate(&mut soup.guest(), &exit);
+        let after = soup.snapshot(0, SOUP_FRAMES * 4096);
+        soup.write(0, &before).expect("inside the soup");
+        let mut emulator = REMEMBERING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let remembering = emulator.emulate(&mut soup.guest(), &exit);
+        assert_eq!(remembering, fresh, "a remembered walk changed the outcome");
+        assert!(
+            soup.snapshot(0, SOUP_FRAMES * 4096) == after,
+            "a remembered walk changed the memory"
+        );
     }
 });

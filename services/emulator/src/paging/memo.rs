@@ -58,6 +58,12 @@ struct Remembered {
 }
 
 impl WalkMemo {
+    /// Nothing remembered.
+    pub(crate) const EMPTY: WalkMemo = WalkMemo {
+        slots: [None; SLOTS],
+        next: 0,
+    };
+
     /// The page table of `linear`'s region, if a walk to it is remembered
     /// and every entry above it still holds the remembered value (a read
     /// that fails counts as a change: the full walk then reports it).
