@@ -187,6 +187,7 @@ pub struct Emulator {
 }
 
 impl Emulator {
+    /// An emulator with `config` that remembers nothing yet.
     pub const fn new(config: EmulatorConfig) -> Emulator {
         Emulator {
             config,
