@@ -41,11 +41,13 @@ impl<G: Guest> Machine<'_, G> {
     ) -> Result<usize, FetchError> {
         let bitness = self.mode.bitness(self.exit);
         let cs = self.exit.state.segments[Segment::Cs as usize];
-        let (ip, available) = if self.mode == Mode::Long {
+        // In 64-bit mode CS has no base and no limit: RIP is the linear
+        // address, once it is canonical.
+        let (ip, linear, available) = if self.mode == Mode::Long {
             if !is_canonical(self.exit, self.regs.rip) {
                 return Err(Fault::gp0().into());
             }
-            (self.regs.rip, MAX_INSTRUCTION_LEN)
+            (self.regs.rip, self.regs.rip, MAX_INSTRUCTION_LEN)
         } else {
             let ip = self.regs.rip & 0xffff_ffff;
             let limit = u64::from(cs.limit);
@@ -53,16 +55,16 @@ impl<G: Guest> Machine<'_, G> {
                 return Err(Fault::gp0().into());
             }
             let room = (limit - ip + 1).min(MAX_INSTRUCTION_LEN as u64) as usize;
-            (ip, room)
+            let linear = linearize(
+                self.exit,
+                self.mode,
+                Segment::Cs as usize,
+                ip,
+                1,
+                SegmentAccess::Execute,
+            )?;
+            (ip, linear, room)
         };
-        let linear = linearize(
-            self.exit,
-            self.mode,
-            Segment::Cs as usize,
-            ip,
-            1,
-            SegmentAccess::Execute,
-        )?;
         let kind = AccessKind::fetch(self.cpl);
         let first_room = (4096 - (linear & 0xfff)) as usize;
         let mut fetched = first_room.min(available);

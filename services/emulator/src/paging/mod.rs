@@ -32,6 +32,8 @@ pub(crate) struct PagingContext {
     attempts: u32,
     format: Format,
     nxe: bool,
+    /// CR4.PKE in a format that has protection keys (4- and 5-level).
+    protection_keys: bool,
     /// The first table of a walk (the page directory, PDPT or PML4/PML5).
     root: u64,
     /// The address bits of an entry (up to MAXPHYADDR) of the wide formats.
@@ -88,6 +90,8 @@ impl PagingContext {
             attempts,
             format,
             nxe,
+            protection_keys: control.cr4 & control::CR4_PKE != 0
+                && matches!(format, Format::Level4 | Format::Level5),
             root,
             address_mask,
             always_reserved,

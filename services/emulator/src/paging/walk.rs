@@ -430,10 +430,7 @@ pub(super) fn check_permissions(
     if denied {
         return Err(WalkStop::Denied);
     }
-    let keys_apply = ctx.cr4 & control::CR4_PKE != 0
-        && matches!(ctx.format, Format::Level4 | Format::Level5)
-        && rights.user()
-        && !kind.fetch_access();
+    let keys_apply = ctx.protection_keys && rights.user() && !kind.fetch_access();
     if keys_apply {
         let access_disabled = (ctx.pkru >> (2 * leaf.key)) & 1 != 0;
         let write_disabled = (ctx.pkru >> (2 * leaf.key + 1)) & 1 != 0;
