@@ -107,9 +107,8 @@ fn exit_for(scene: &Scene, case: &Case) -> ExitMessage {
 /// Decodes `bytes` as the emulator does (see the crate comment).
 fn decode_in_place(bytes: &[u8], instruction: &mut Instruction) {
     let mut made = Decoder::try_with_ip(64, bytes, CODE, DecoderOptions::NONE);
-    if let Ok(decoder) = made.as_mut() {
-        decoder.decode_out(instruction);
-    }
+    let decoder = made.as_mut().expect("a 64-bit decoder");
+    decoder.decode_out(instruction);
 }
 
 fn emulation(c: &mut Criterion) {
