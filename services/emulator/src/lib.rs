@@ -180,10 +180,16 @@ impl Default for EmulatorConfig {
 /// remembered entry is read again and compared before it is used, so the
 /// outcomes are exactly those of [`emulate_with`]; only the order of the
 /// guest-memory reads differs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Emulator {
     config: EmulatorConfig,
     walks: WalkMemo,
+}
+
+impl Default for Emulator {
+    fn default() -> Emulator {
+        Emulator::new(EmulatorConfig::DEFAULT)
+    }
 }
 
 impl Emulator {

@@ -19,7 +19,7 @@ const SLOTS: usize = 4;
 const UPPER_LEVELS: usize = MAX_LEVELS - 1;
 
 /// The remembered walks of one stream of exits (one vCPU's, typically).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct WalkMemo {
     slots: [Option<Remembered>; SLOTS],
     next: usize,
@@ -110,15 +110,16 @@ impl WalkMemo {
             values: [0; UPPER_LEVELS],
             count: upper,
         };
-        for index in 0..upper {
-            if let (Some(gpa), Some(value), Some(&read_gpa), Some(&read_value)) = (
-                remembered.gpas.get_mut(index),
-                remembered.values.get_mut(index),
-                entries.gpas.get(index),
-                entries.values.get(index),
-            ) {
-                *gpa = read_gpa;
-                *value = read_value;
+        let copies = [
+            (remembered.gpas.get_mut(..upper), entries.gpas.get(..upper)),
+            (
+                remembered.values.get_mut(..upper),
+                entries.values.get(..upper),
+            ),
+        ];
+        for (to, from) in copies {
+            if let (Some(to), Some(from)) = (to, from) {
+                to.copy_from_slice(from);
             }
         }
         // The region's old slot if it has one (its walk changed), else the
