@@ -44,7 +44,8 @@ pub(crate) fn address_size(instruction: &Instruction) -> u32 {
 /// Index in x86 encoding order of an iced segment register.
 pub(crate) fn segment_index(reg: Register) -> Result<usize, Fault> {
     if reg.is_segment_register() {
-        Ok(reg.number())
+        // ES..GS in encoding order (`number` would be a table lookup).
+        Ok(reg as usize - Register::ES as usize)
     } else {
         Err(Fault::Unsupported("memory operand without a segment"))
     }

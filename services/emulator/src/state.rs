@@ -120,45 +120,29 @@ impl Registers {
 
     /// The value of a general-purpose register of any size (zero-extended),
     /// or of RIP/EIP. Other registers read as `None`.
+    #[inline]
     pub(crate) fn gpr(&self, reg: Register) -> Option<u64> {
-        // 64- and 32-bit registers first: address bases and most operands.
-        let value = match reg {
-            _ if reg.is_gpr64() => *self.gprs.get(reg.number())?,
-            _ if reg.is_gpr32() => *self.gprs.get(reg.number())? & 0xffff_ffff,
-            Register::RIP => self.rip,
-            Register::EIP => self.rip & 0xffff_ffff,
-            _ if reg.is_gpr8() => {
-                let (index, shift) = byte_register(reg.number());
-                (*self.gprs.get(index)? >> shift) & 0xff
+        match reg {
+            Register::RIP => Some(self.rip),
+            Register::EIP => Some(self.rip & 0xffff_ffff),
+            _ => {
+                let slot = GprSlot::of(reg)?;
+                Some((*self.gprs.get(slot.index)? >> slot.shift) & slot.mask)
             }
-            _ if reg.is_gpr16() => *self.gprs.get(reg.number())? & 0xffff,
-            _ => return None,
-        };
-        Some(value)
+        }
     }
 
     /// Writes a general-purpose register with the CPU's merge rules: 8- and
     /// 16-bit writes keep the other bits, 32-bit writes zero the upper half.
     /// Returns false for a register that is not a GPR.
+    #[inline]
     pub(crate) fn set_gpr(&mut self, reg: Register, value: u64) -> bool {
-        let (index, mask, shift) = if reg.is_gpr8() {
-            let (index, shift) = byte_register(reg.number());
-            (index, 0xffu64, shift)
-        } else if reg.is_gpr16() {
-            (reg.number(), 0xffff, 0)
-        } else if reg.is_gpr32() || reg.is_gpr64() {
-            (reg.number(), u64::MAX, 0)
-        } else {
+        let Some(slot) = GprSlot::of(reg) else {
             return false;
         };
-        let value = if reg.is_gpr32() {
-            value & 0xffff_ffff
-        } else {
-            value
-        };
-        match self.gprs.get_mut(index) {
-            Some(slot) => {
-                *slot = (*slot & !(mask << shift)) | ((value & mask) << shift);
+        match self.gprs.get_mut(slot.index) {
+            Some(old) => {
+                *old = (*old & slot.kept) | ((value & slot.mask) << slot.shift);
                 true
             }
             None => false,
@@ -190,12 +174,48 @@ impl Registers {
     }
 }
 
-/// GPR index and bit shift of byte register number `n` (iced order: AL, CL,
-/// DL, BL, AH, CH, DH, BH, SPL, BPL, SIL, DIL, R8L..R15L).
-fn byte_register(n: usize) -> (usize, u32) {
-    match n {
-        0..=3 => (n, 0),
-        4..=7 => (n - 4, 8),
-        _ => (n - 4, 0),
+/// Where a general-purpose register operand lives in the register file.
+/// Worked out from iced-x86's numbering (AL..R15L, AX..R15W, EAX..R15D,
+/// RAX..R15, each in encoding order) by arithmetic: `Register::number` is
+/// a table lookup, a load on the path of every operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GprSlot {
+    /// The 64-bit register, as an index into `gprs`.
+    pub index: usize,
+    /// The bit position of the operand (8 for AH, CH, DH and BH).
+    pub shift: u32,
+    /// The operand's bits, before the shift.
+    pub mask: u64,
+    /// The bits of the 64-bit register a write keeps (none for a 32-bit
+    /// write, which zeroes the upper half).
+    pub kept: u64,
+}
+
+impl GprSlot {
+    pub(crate) fn of(reg: Register) -> Option<GprSlot> {
+        let number = |first: Register| reg as usize - first as usize;
+        let slot = |index, shift, mask: u64, kept| GprSlot {
+            index,
+            shift,
+            mask,
+            kept,
+        };
+        Some(if reg.is_gpr64() {
+            slot(number(Register::RAX), 0, u64::MAX, 0)
+        } else if reg.is_gpr32() {
+            slot(number(Register::EAX), 0, 0xffff_ffff, 0)
+        } else if reg.is_gpr16() {
+            slot(number(Register::AX), 0, 0xffff, !0xffff)
+        } else if reg.is_gpr8() {
+            // AH, CH, DH and BH (4..=7) are bits 15:8 of RAX..RBX; with
+            // REX, 4..=7 are SPL..DIL and the rest follow in order.
+            match number(Register::AL) {
+                high @ 4..=7 => slot(high - 4, 8, 0xff, !0xff00),
+                low @ 0..=3 => slot(low, 0, 0xff, !0xff),
+                other => slot(other - 4, 0, 0xff, !0xff),
+            }
+        } else {
+            return None;
+        })
     }
 }
