@@ -35,29 +35,51 @@ pub(crate) struct Machine<'a, G: Guest> {
 
 /// A few linear-page translations, each valid for one kind of access (the
 /// walk that made it already checked the rights and set the A/D bits).
-#[derive(Clone, Copy, Debug, Default)]
+/// Filled in order and searched up to `len` only: most instructions make
+/// one or two translations, and an empty cache then costs nothing.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct TranslationCache {
-    entries: [Option<(u64, AccessKind, u64)>; 4],
+    /// Linear page (`linear >> 12`), kind, and frame.
+    entries: [(u64, AccessKind, u64); TRANSLATIONS],
+    /// How many entries are filled.
+    len: usize,
+    /// The entry the next insertion replaces once all are filled.
     next: usize,
 }
 
+const TRANSLATIONS: usize = 4;
+
 impl TranslationCache {
+    const EMPTY: TranslationCache = TranslationCache {
+        entries: [(0, AccessKind::data(false, 0), 0); TRANSLATIONS],
+        len: 0,
+        next: 0,
+    };
+
     /// The frame of `linear`'s page for `kind`, if cached.
     #[inline]
     pub(crate) fn lookup(&self, linear: u64, kind: AccessKind) -> Option<u64> {
         let page = linear >> 12;
         self.entries
+            .get(..self.len)?
             .iter()
-            .flatten()
             .find(|(cached_page, cached_kind, _)| *cached_page == page && *cached_kind == kind)
             .map(|(_, _, frame)| *frame)
     }
 
+    #[inline]
     pub(crate) fn insert(&mut self, linear: u64, kind: AccessKind, frame: u64) {
-        if let Some(slot) = self.entries.get_mut(self.next) {
-            *slot = Some((linear >> 12, kind, frame));
+        let slot = if self.len < TRANSLATIONS {
+            self.len += 1;
+            self.len - 1
+        } else {
+            let next = self.next;
+            self.next = (next + 1) % TRANSLATIONS;
+            next
+        };
+        if let Some(entry) = self.entries.get_mut(slot) {
+            *entry = (linear >> 12, kind, frame);
         }
-        self.next = (self.next + 1) % self.entries.len();
     }
 }
 
@@ -92,7 +114,7 @@ impl<'a, G: Guest> Machine<'a, G> {
             mode,
             cpl: mode.cpl(exit),
             linear_confirmed: exit.qualification & ept_qualification::GUEST_LINEAR_VALID == 0,
-            translations: TranslationCache::default(),
+            translations: TranslationCache::EMPTY,
             walks: WalkCache::with_memo(memo),
             paging,
         }

@@ -124,7 +124,7 @@ impl AccessKind {
     const IMPLICIT_SUPERVISOR: u8 = 1 << 3;
 
     /// A data read or write by code at CPL `cpl`.
-    pub(crate) fn data(write: bool, cpl: u8) -> AccessKind {
+    pub(crate) const fn data(write: bool, cpl: u8) -> AccessKind {
         AccessKind(AccessKind::write_bit(write) | AccessKind::user_bit(cpl))
     }
 
@@ -139,11 +139,11 @@ impl AccessKind {
         AccessKind(AccessKind::write_bit(write) | AccessKind::IMPLICIT_SUPERVISOR)
     }
 
-    fn write_bit(write: bool) -> u8 {
+    const fn write_bit(write: bool) -> u8 {
         if write { AccessKind::WRITE } else { 0 }
     }
 
-    fn user_bit(cpl: u8) -> u8 {
+    const fn user_bit(cpl: u8) -> u8 {
         if cpl == 3 { AccessKind::USER } else { 0 }
     }
 
