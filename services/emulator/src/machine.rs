@@ -35,51 +35,48 @@ pub(crate) struct Machine<'a, G: Guest> {
 
 /// A few linear-page translations, each valid for one kind of access (the
 /// walk that made it already checked the rights and set the A/D bits).
-/// Filled in order and searched up to `len` only: most instructions make
-/// one or two translations, and an empty cache then costs nothing.
+/// Filled in order and searched up to the count only: most instructions
+/// make one or two translations, and an empty cache then costs nothing.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TranslationCache {
-    /// Linear page (`linear >> 12`), kind, and frame.
-    entries: [(u64, AccessKind, u64); TRANSLATIONS],
-    /// How many entries are filled.
-    len: usize,
-    /// The entry the next insertion replaces once all are filled.
-    next: usize,
+    /// The linear page with the kind in its low bits (one compare per
+    /// entry, and a smaller cache to clear for every instruction), and the
+    /// frame.
+    entries: [(u64, u64); TRANSLATIONS],
+    /// How many translations were inserted: the first `TRANSLATIONS` fill
+    /// the entries in order, each later one replaces the oldest.
+    inserted: usize,
 }
 
 const TRANSLATIONS: usize = 4;
 
 impl TranslationCache {
     const EMPTY: TranslationCache = TranslationCache {
-        entries: [(0, AccessKind::data(false, 0), 0); TRANSLATIONS],
-        len: 0,
-        next: 0,
+        entries: [(0, 0); TRANSLATIONS],
+        inserted: 0,
     };
+
+    fn key(linear: u64, kind: AccessKind) -> u64 {
+        (linear & !0xfff) | u64::from(kind.bits())
+    }
 
     /// The frame of `linear`'s page for `kind`, if cached.
     #[inline]
     pub(crate) fn lookup(&self, linear: u64, kind: AccessKind) -> Option<u64> {
-        let page = linear >> 12;
+        let key = TranslationCache::key(linear, kind);
         self.entries
-            .get(..self.len)?
+            .get(..self.inserted.min(TRANSLATIONS))?
             .iter()
-            .find(|(cached_page, cached_kind, _)| *cached_page == page && *cached_kind == kind)
-            .map(|(_, _, frame)| *frame)
+            .find(|(cached, _)| *cached == key)
+            .map(|(_, frame)| *frame)
     }
 
     #[inline]
     pub(crate) fn insert(&mut self, linear: u64, kind: AccessKind, frame: u64) {
-        let slot = if self.len < TRANSLATIONS {
-            self.len += 1;
-            self.len - 1
-        } else {
-            let next = self.next;
-            self.next = (next + 1) % TRANSLATIONS;
-            next
-        };
-        if let Some(entry) = self.entries.get_mut(slot) {
-            *entry = (linear >> 12, kind, frame);
+        if let Some(entry) = self.entries.get_mut(self.inserted % TRANSLATIONS) {
+            *entry = (TranslationCache::key(linear, kind), frame);
         }
+        self.inserted += 1;
     }
 }
 

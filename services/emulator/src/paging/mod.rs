@@ -147,6 +147,11 @@ impl AccessKind {
         if cpl == 3 { AccessKind::USER } else { 0 }
     }
 
+    /// The kind as bits (below 16).
+    pub(crate) fn bits(self) -> u8 {
+        self.0
+    }
+
     pub(crate) fn write(self) -> bool {
         self.0 & AccessKind::WRITE != 0
     }
