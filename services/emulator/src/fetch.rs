@@ -68,8 +68,13 @@ impl<G: Guest> Machine<'_, G> {
         let kind = AccessKind::fetch(self.cpl);
         let first_room = (4096 - (linear & 0xfff)) as usize;
         let mut fetched = first_room.min(available);
-        let span = self.map_linear(linear, fetched, kind)?;
-        self.read_span(&span, bytes)?;
+        // The first page by a walk of its own (see `Machine::walk`); the
+        // rest, in the next page, is rare and goes the common way.
+        let gpa = self.walk(linear, kind)?;
+        let first = bytes
+            .get_mut(..fetched)
+            .ok_or(Fault::Unsupported("fetch buffer"))?;
+        self.guest.read_physical(gpa, first).map_err(Fault::from)?;
         loop {
             let data = bytes.get(..fetched).unwrap_or(&[]);
             // Used where it was made: moving the decoder (nearly 400 bytes)

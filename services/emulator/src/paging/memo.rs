@@ -67,6 +67,8 @@ impl WalkMemo {
     /// The page table of `linear`'s region, if a walk to it is remembered
     /// and every entry above it still holds the remembered value (a read
     /// that fails counts as a change: the full walk then reports it).
+    /// Always inlined, as `translate` is.
+    #[inline(always)]
     pub(super) fn recall<G: Guest>(
         &self,
         guest: &mut G,
