@@ -177,7 +177,7 @@ impl WalkStop {
             code |= pf::USER;
         }
         let fetch_reported =
-            ctx.cr4 & control::CR4_SMEP != 0 || (ctx.format != Format::Bits32 && ctx.nxe);
+            ctx.cr4 & control::CR4_SMEP != 0 || (ctx.format != Format::Bits32 && ctx.nxe());
         if kind.fetch_access() && fetch_reported {
             code |= pf::FETCH;
         }
@@ -245,7 +245,7 @@ fn walk_32bit<G: Guest, L: EntryLog>(
     rights.restrict(pde & !ENTRY_NX);
     if ctx.cr4 & control::CR4_PSE != 0 && pde & ENTRY_LARGE != 0 {
         // PSE-36: bits 20:13 hold physical bits 39:32, up to MAXPHYADDR.
-        let high_bits = u64::from(ctx.physical_bits.clamp(32, 40)) - 32;
+        let high_bits = u64::from(ctx.physical_bits().clamp(32, 40)) - 32;
         let reserved_mask = (1u64 << 21) | (((1u64 << 8) - 1) & !((1u64 << high_bits) - 1)) << 13;
         if pde & reserved_mask != 0 {
             return Err(WalkStop::Reserved);
