@@ -31,8 +31,6 @@ pub(crate) struct PagingContext {
     /// race before the instruction is retried as a whole.
     attempts: u32,
     format: Format,
-    /// CR4.PKE in a format that has protection keys (4- and 5-level).
-    protection_keys: bool,
     /// The first table of a walk (the page directory, PDPT or PML4/PML5).
     root: u64,
     /// The address bits of an entry (up to MAXPHYADDR) of the wide formats.
@@ -86,8 +84,6 @@ impl PagingContext {
             alignment_flag,
             attempts,
             format,
-            protection_keys: control.cr4 & control::CR4_PKE != 0
-                && matches!(format, Format::Level4 | Format::Level5),
             root,
             address_mask,
             always_reserved,
@@ -99,6 +95,13 @@ impl PagingContext {
     /// every instruction, they cost 13 more instructions per emulated MOV.
     fn nxe(&self) -> bool {
         self.always_reserved & ENTRY_NX == 0
+    }
+
+    /// CR4.PKE in a format that has protection keys (4- and 5-level).
+    /// Worked out where it is used, as `nxe` is: stored with the context
+    /// it cost 14 more instructions per emulated MOV.
+    fn protection_keys(&self) -> bool {
+        self.cr4 & control::CR4_PKE != 0 && matches!(self.format, Format::Level4 | Format::Level5)
     }
 
     /// MAXPHYADDR, clamped to 32..=52 (the highest address bit), for PSE-36.

@@ -430,7 +430,7 @@ pub(super) fn check_permissions(
     if denied {
         return Err(WalkStop::Denied);
     }
-    let keys_apply = ctx.protection_keys && rights.user() && !kind.fetch_access();
+    let keys_apply = ctx.protection_keys() && rights.user() && !kind.fetch_access();
     if keys_apply {
         let access_disabled = (ctx.pkru >> (2 * leaf.key)) & 1 != 0;
         let write_disabled = (ctx.pkru >> (2 * leaf.key + 1)) & 1 != 0;
