@@ -18,11 +18,16 @@ pub(crate) struct MemoryOperand {
 }
 
 /// The address size of an explicit memory operand, in bytes.
+// Inline, and 64- and 32-bit registers sized by range: a call through the
+// GOT and `Register::size`'s table cost about 20 instructions a MOV.
+#[inline]
 pub(crate) fn address_size(instruction: &Instruction) -> u32 {
     let from_register = |reg: Register| match reg {
         Register::None => 0,
         Register::RIP => 8,
         Register::EIP => 4,
+        _ if reg.is_gpr64() => 8,
+        _ if reg.is_gpr32() => 4,
         _ => reg.size() as u32,
     };
     let size =
@@ -83,9 +88,13 @@ impl<G: Guest> Machine<'_, G> {
     /// prefixes are ignored: the operand is SS-relative (a non-canonical
     /// address is #SS) exactly when its base is rSP or rBP, as on the CPU.
     pub(crate) fn effective_segment(&self, instruction: &Instruction) -> Result<usize, Fault> {
-        let segment = instruction.memory_segment();
-        if self.mode != Mode::Long || matches!(segment, Register::FS | Register::GS) {
-            return segment_index(segment);
+        if self.mode != Mode::Long {
+            return segment_index(instruction.memory_segment());
+        }
+        // The prefix alone (`memory_segment` would also look at the base).
+        let prefix = instruction.segment_prefix();
+        if matches!(prefix, Register::FS | Register::GS) {
+            return segment_index(prefix);
         }
         let stack_based = matches!(
             instruction.memory_base(),
