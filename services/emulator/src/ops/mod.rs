@@ -32,17 +32,34 @@ pub(crate) enum Progress {
 }
 
 /// Emulates one decoded instruction on the machine's private state.
+// MOV, the commonest MMIO access by far, is dispatched before the match
+// below: with every family inlined into it, the match's function saves six
+// registers and a large frame (32 instructions a MOV, 1352.7 to 1320.7).
+#[inline(always)]
 pub(crate) fn execute<G: Guest>(
     m: &mut Machine<'_, G>,
     i: &Instruction,
 ) -> Result<Progress, Fault> {
-    use Mnemonic as M;
     let mnemonic = i.mnemonic();
-    // No mnemonic matched by name below is a string instruction (those are
-    // MOVSB..MOVSQ, STOS, LODS, CMPS, SCAS), so the check waits for the
-    // fallback and the common instructions skip it.
+    if mnemonic == Mnemonic::Mov {
+        return data::mov(m, i).map(|()| Progress::Complete);
+    }
+    dispatch(m, i, mnemonic)
+}
+
+/// Everything but MOV (see [`execute`]).
+#[inline(never)]
+fn dispatch<G: Guest>(
+    m: &mut Machine<'_, G>,
+    i: &Instruction,
+    mnemonic: Mnemonic,
+) -> Result<Progress, Fault> {
+    use Mnemonic as M;
+    // MOV itself never gets here. No mnemonic matched by name below is a
+    // string instruction (those are MOVSB..MOVSQ, STOS, LODS, CMPS, SCAS),
+    // so the check waits for the fallback and the common instructions skip
+    // it.
     let done = match mnemonic {
-        M::Mov => data::mov(m, i),
         M::Movzx | M::Movsx | M::Movsxd => data::extend(m, i),
         M::Movbe => data::movbe(m, i),
         M::Movnti | M::Movdiri => data::mov(m, i),
