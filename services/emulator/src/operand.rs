@@ -6,7 +6,7 @@ use crate::Guest;
 use crate::fault::Fault;
 use crate::machine::{Machine, address_mask};
 use crate::memory::{Alignment, DataAccess, Span};
-use crate::state::Mode;
+use crate::state::{GprSlot, Mode};
 use abi::Segment;
 use iced_x86::{CodeSize, Instruction, OpKind, Register};
 
@@ -15,35 +15,23 @@ use iced_x86::{CodeSize, Instruction, OpKind, Register};
 pub(crate) struct MemoryOperand {
     pub segment: usize,
     pub offset: u64,
+    /// All ones in the low address-size bytes (`offset` is already wrapped
+    /// with it).
+    pub address_mask: u64,
 }
 
-/// The address size of an explicit memory operand, in bytes.
-// Inline, and 64- and 32-bit registers sized by range: a call through the
-// GOT and `Register::size`'s table cost about 20 instructions a MOV.
-#[inline]
-pub(crate) fn address_size(instruction: &Instruction) -> u32 {
-    let from_register = |reg: Register| match reg {
-        Register::None => 0,
-        Register::RIP => 8,
-        Register::EIP => 4,
-        _ if reg.is_gpr64() => 8,
-        _ if reg.is_gpr32() => 4,
-        _ => reg.size() as u32,
-    };
-    let size =
-        from_register(instruction.memory_base()).max(from_register(instruction.memory_index()));
-    if size != 0 {
-        return size;
-    }
+/// The address-size mask of an operand with neither base nor index: the
+/// displacement's size, else the code size.
+fn displacement_address_mask(instruction: &Instruction) -> u64 {
     let displacement = instruction.memory_displ_size();
     if displacement >= 2 {
-        return displacement;
+        return address_mask(displacement);
     }
-    match instruction.code_size() {
+    address_mask(match instruction.code_size() {
         CodeSize::Code16 => 2,
         CodeSize::Code32 => 4,
         _ => 8,
-    }
+    })
 }
 
 /// Index in x86 encoding order of an iced segment register.
@@ -58,30 +46,50 @@ pub(crate) fn segment_index(reg: Register) -> Result<usize, Fault> {
 
 impl<G: Guest> Machine<'_, G> {
     /// The segment and offset of the explicit memory operand.
+    // The address size is that of the base and index registers (their
+    // masks, all ones up to the register's width, or-ed) and each register
+    // is located once: sizing them with iced's `Register::size` table as
+    // well cost about 30 instructions a MOV.
     pub(crate) fn memory_operand(&self, instruction: &Instruction) -> Result<MemoryOperand, Fault> {
-        let mask = address_mask(address_size(instruction));
         let mut offset = instruction.memory_displacement64();
-        let base = instruction.memory_base();
-        if base != Register::None && !base.is_ip() {
-            let value = self
-                .regs
-                .gpr(base)
-                .ok_or(Fault::Unsupported("memory base register"))?;
-            offset = offset.wrapping_add(value);
-        }
+        // RIP-relative: iced's displacement is already the target.
+        let mut mask = match instruction.memory_base() {
+            Register::None => 0,
+            Register::RIP => u64::MAX,
+            Register::EIP => 0xffff_ffff,
+            base => {
+                let (value, mask) = self
+                    .address_register(base)
+                    .ok_or(Fault::Unsupported("memory base register"))?;
+                offset = offset.wrapping_add(value);
+                mask
+            }
+        };
         let index = instruction.memory_index();
         if index != Register::None {
-            let value = self
-                .regs
-                .gpr(index)
+            let (value, index_mask) = self
+                .address_register(index)
                 .ok_or(Fault::Unsupported("vector-indexed memory operand"))?;
             offset = offset
                 .wrapping_add(value.wrapping_mul(u64::from(instruction.memory_index_scale())));
+            mask |= index_mask;
+        }
+        if mask == 0 {
+            mask = displacement_address_mask(instruction);
         }
         Ok(MemoryOperand {
             segment: self.effective_segment(instruction)?,
             offset: offset & mask,
+            address_mask: mask,
         })
+    }
+
+    /// The value of a GPR in an address and the mask of its width.
+    #[inline]
+    fn address_register(&self, reg: Register) -> Option<(u64, u64)> {
+        let slot = GprSlot::of(reg)?;
+        let value = (*self.regs.gprs.get(slot.index)? >> slot.shift) & slot.mask;
+        Some((value, slot.mask))
     }
 
     /// The segment of the memory operand. In 64-bit mode CS/DS/ES/SS

@@ -4,9 +4,9 @@
 use crate::Guest;
 use crate::alu::{mask, sign_extend};
 use crate::fault::Fault;
-use crate::machine::{Machine, address_mask};
+use crate::machine::Machine;
 use crate::memory::{Alignment, DataAccess};
-use crate::operand::{address_size, operand_size};
+use crate::operand::operand_size;
 use crate::state::rflags;
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
@@ -32,7 +32,7 @@ pub(super) fn bit_test<G: Guest>(m: &mut Machine<'_, G>, i: &Instruction) -> Res
         let bit = signed.rem_euclid(bits as i64) as u64;
         let operand = m.memory_operand(i)?;
         let displacement = (unit as u64).wrapping_mul(size as u64);
-        let address = operand.offset.wrapping_add(displacement) & address_mask(address_size(i));
+        let address = operand.offset.wrapping_add(displacement) & operand.address_mask;
         let access = if mnemonic == Mnemonic::Bt {
             DataAccess::Read
         } else {
