@@ -178,6 +178,10 @@ impl<G: Guest> Machine<'_, G> {
     }
 
     /// Writes `data` (exactly `span.len` bytes) as one or two partial writes.
+    // Always inline: called, the span and the data went through memory and
+    // the call saved six registers (33 instructions a store MOV; REP MOVSD
+    // unchanged, 1 KB of code).
+    #[inline(always)]
     pub(crate) fn write_span(&mut self, span: &Span, data: &[u8]) -> Result<(), Fault> {
         self.require_linear_confirmed()?;
         let data = data.get(..span.len).ok_or(Fault::Unsupported("buffer"))?;
