@@ -120,15 +120,17 @@ impl Registers {
 
     /// The value of a general-purpose register of any size (zero-extended),
     /// or of RIP/EIP. Other registers read as `None`.
+    // GPRs first: RIP and EIP, tested first, cost two compares on every
+    // register operand (5 instructions a MOV).
     #[inline]
     pub(crate) fn gpr(&self, reg: Register) -> Option<u64> {
+        if let Some(slot) = GprSlot::of(reg) {
+            return Some((*self.gprs.get(slot.index)? >> slot.shift) & slot.mask);
+        }
         match reg {
             Register::RIP => Some(self.rip),
             Register::EIP => Some(self.rip & 0xffff_ffff),
-            _ => {
-                let slot = GprSlot::of(reg)?;
-                Some((*self.gprs.get(slot.index)? >> slot.shift) & slot.mask)
-            }
+            _ => None,
         }
     }
 
