@@ -126,7 +126,7 @@ impl<G: Guest> Machine<'_, G> {
         access: DataAccess,
     ) -> Result<Span, Fault> {
         let kind = AccessKind::data(access == DataAccess::Write, self.cpl);
-        let span = self.map_linear(linear, len, kind)?;
+        let span = self.map_linear_inlined(linear, len, kind)?;
         self.note_linear_range(linear, len as u64);
         Ok(span)
     }
@@ -141,8 +141,23 @@ impl<G: Guest> Machine<'_, G> {
     }
 
     /// Translates `len` bytes (1 to 4096) at `linear`, both pages when the
-    /// range crosses a page boundary.
+    /// range crosses a page boundary. Out of line, for the accesses that
+    /// are not data (descriptors, an instruction's second page): inlined
+    /// into `run` with its translation, the fetch's walk spilled more.
+    #[inline(never)]
     pub(crate) fn map_linear(
+        &mut self,
+        linear: u64,
+        len: usize,
+        kind: AccessKind,
+    ) -> Result<Span, Fault> {
+        self.map_linear_inlined(linear, len, kind)
+    }
+
+    /// [`Machine::map_linear`] inlined, with the translation of its first
+    /// page (see [`Machine::translate_inlined`]).
+    #[inline(always)]
+    fn map_linear_inlined(
         &mut self,
         linear: u64,
         len: usize,
@@ -151,7 +166,7 @@ impl<G: Guest> Machine<'_, G> {
         if len == 0 || len as u64 > PAGE_SIZE {
             return Err(Fault::Unsupported("access size out of range"));
         }
-        let first_gpa = self.translate(linear, kind)?;
+        let first_gpa = self.translate_inlined(linear, kind)?;
         let room = (PAGE_SIZE - (linear & (PAGE_SIZE - 1))) as usize;
         let first_len = room.min(len);
         let mut second_gpa = 0;

@@ -284,6 +284,29 @@ pub(crate) fn translate<G: Guest>(
     }
 }
 
+/// [`translate`] when this instruction's page table maps `linear`'s region
+/// (`None` otherwise): the same walk from that table, for the data
+/// accesses, whose translation is then inlined into the caller.
+#[inline(always)]
+pub(crate) fn translate_in_table<G: Guest>(
+    guest: &mut G,
+    ctx: &PagingContext,
+    linear: u64,
+    kind: AccessKind,
+    cache: &mut WalkCache,
+) -> Option<Result<u64, Fault>> {
+    let table = cache.table.filter(|table| table.region == linear >> 21)?;
+    if ctx.cr0 & control::CR0_PG == 0 {
+        return None;
+    }
+    let walked = walk_from_table(guest, ctx, linear, table, &mut Unrecorded);
+    Some(match standing(walked, ctx, kind, linear) {
+        Ok(Some(leaf)) => Ok(leaf.physical),
+        Ok(None) => translate_setting_accessed_dirty(guest, ctx, linear, kind, cache),
+        Err(fault) => Err(fault),
+    })
+}
+
 /// A walk from the root table, which records its entries for the memo. Out
 /// of line: with the memo, most walks start at a page table.
 #[inline(never)]
