@@ -31,13 +31,21 @@ fn segment_fault(segment: usize) -> Fault {
 /// Whether `linear` is canonical for the paging mode (48 or 57 bits).
 #[inline]
 pub(crate) fn is_canonical(exit: &ExitMessage, linear: u64) -> bool {
-    let bits = if exit.state.cr4 & control::CR4_LA57 != 0 {
-        57
+    let half = canonical_half(exit);
+    linear.wrapping_add(half) < 2 * half
+}
+
+/// 2^47, or 2^56 with LA57: an address is canonical (its bits from 47, or
+/// 56, up all equal) exactly when adding this leaves it below twice as much.
+// Added and compared, not shifted left and back: the shift count is a
+// variable (two instructions more an address), and the sums of two
+// addresses are checked at once (see `linearize`).
+fn canonical_half(exit: &ExitMessage) -> u64 {
+    if exit.state.cr4 & control::CR4_LA57 != 0 {
+        1 << 56
     } else {
-        48
-    };
-    let shift = 64 - bits;
-    (((linear << shift) as i64) >> shift) as u64 == linear
+        1 << 47
+    }
 }
 
 /// The base the mode gives segment `segment` (in 64-bit mode only FS and GS
@@ -80,7 +88,10 @@ pub(crate) fn linearize(
     };
     let linear = base.wrapping_add(offset);
     let end = base.wrapping_add(last);
-    if !is_canonical(exit, linear) || !is_canonical(exit, end) {
+    // Both ends canonical: both sums are below a power of two exactly when
+    // their OR is.
+    let half = canonical_half(exit);
+    if (linear.wrapping_add(half) | end.wrapping_add(half)) >= 2 * half {
         return Err(segment_fault(segment));
     }
     Ok(linear)
