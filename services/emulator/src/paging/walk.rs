@@ -32,7 +32,7 @@ pub(super) struct Rights {
 
 impl Rights {
     /// Rights before any entry: everything allowed.
-    const ALL: Rights = Rights {
+    pub(super) const ALL: Rights = Rights {
         allowed: ENTRY_WRITABLE | ENTRY_USER | ENTRY_NX,
     };
 
