@@ -295,10 +295,9 @@ pub(crate) fn translate_in_table<G: Guest>(
     kind: AccessKind,
     cache: &mut WalkCache,
 ) -> Option<Result<u64, Fault>> {
+    // No CR0.PG test: only a walk caches a table, and there are walks only
+    // with paging on (2 instructions a data access).
     let table = cache.table.filter(|table| table.region == linear >> 21)?;
-    if ctx.cr0 & control::CR0_PG == 0 {
-        return None;
-    }
     let walked = walk_from_table(guest, ctx, linear, table, &mut Unrecorded);
     Some(match standing(walked, ctx, kind, linear) {
         Ok(Some(leaf)) => Ok(leaf.physical),
