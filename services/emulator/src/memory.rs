@@ -256,12 +256,14 @@ impl<G: Guest> Machine<'_, G> {
         }
         self.read_span(span, &mut bytes)?;
         // Loaded back at the width the guest stored: an 8-byte load of a
-        // 4-byte store over the zeroed buffer stalls store forwarding.
-        let [b0, b1, b2, b3, ..] = bytes;
+        // 4-byte store over the zeroed buffer stalls store forwarding. Each
+        // width read from the buffer as one load: taken as bytes, the four
+        // were loaded as two halves and joined (3 instructions a load MOV,
+        // 5 an iteration of REP MOVSD).
         Ok(match span.len {
-            1 => u64::from(b0),
-            2 => u64::from(u16::from_le_bytes([b0, b1])),
-            4 => u64::from(u32::from_le_bytes([b0, b1, b2, b3])),
+            1 => u64::from(bytes[0]),
+            2 => u64::from(u16::from_le_bytes(*bytes.first_chunk().unwrap_or(&[0; 2]))),
+            4 => u64::from(u32::from_le_bytes(*bytes.first_chunk().unwrap_or(&[0; 4]))),
             _ => u64::from_le_bytes(bytes),
         })
     }
