@@ -214,9 +214,9 @@ impl<'m> WalkCache<'m> {
         WalkCache { table: None, memo }
     }
 
-    /// The page table of `linear`'s region: this instruction's, or a
-    /// remembered one whose upper entries are unchanged. Always inlined,
-    /// as `translate` is (see there).
+    /// A remembered page table of `linear`'s region whose upper entries
+    /// are unchanged (see `translate` for why this instruction's own table
+    /// is not looked at). Always inlined, as `translate` is (see there).
     #[inline(always)]
     fn table_for<G: Guest>(
         &mut self,
@@ -224,11 +224,6 @@ impl<'m> WalkCache<'m> {
         ctx: &PagingContext,
         linear: u64,
     ) -> Option<CachedTable> {
-        if let Some(table) = self.table
-            && table.region == linear >> 21
-        {
-            return Some(table);
-        }
         let table = self.memo.as_deref()?.recall(guest, ctx, linear)?;
         self.table = Some(table);
         Some(table)
@@ -259,7 +254,10 @@ struct CachedTable {
 
 /// The guest-physical address of `linear` for `kind`, after setting the
 /// accessed (and for writes dirty) bits, or the fault the CPU would raise.
-/// Always inlined, with the memo's recall: it has two callers (the
+/// For a region whose page table this instruction has not reached: its
+/// callers are the instruction's first translation (the fetch) and
+/// [`translate_in_table`]'s misses, so this instruction's table is not
+/// looked at again (2 instructions an emulated MOV). Always inlined, with the memo's recall: it has two callers (the
 /// instruction fetch and the translation cache's misses), and left to the
 /// compiler, `table_for` or the recall became calls of their own, 15 to
 /// 27 more instructions per emulated MOV.
