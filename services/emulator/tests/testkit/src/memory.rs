@@ -78,6 +78,25 @@ impl GuestMemory {
         Some(unsafe { self.base.add(gpa as usize) })
     }
 
+    /// A host pointer to `len` bytes at `gpa`, if they lie in one frame
+    /// inside the memory. One bounds check: an access within a frame ends
+    /// by the frame's end, and the memory is whole frames, so the start
+    /// being inside it is enough (and an empty access may also sit at the
+    /// very end, as for `host`). `within_one_frame` and then `host`, with
+    /// its overflow check, cost 3 to 8 instructions more an access.
+    #[inline]
+    fn frame_host(&self, gpa: u64, len: usize) -> Option<*mut u8> {
+        let size = self.size as u64;
+        // No overflow: a slice is shorter than `isize::MAX` bytes.
+        let in_frame = gpa % FRAME_SIZE as u64 + len as u64 <= FRAME_SIZE as u64;
+        if !in_frame || !(gpa < size || (len == 0 && gpa == size)) {
+            return None;
+        }
+        // SAFETY: gpa + len lies within gpa's frame, which is inside the
+        // mapping (or len is 0 and gpa its end).
+        Some(unsafe { self.base.add(gpa as usize) })
+    }
+
     /// Reads bytes at `gpa` (any length, any alignment, may cross frames).
     #[inline]
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
@@ -231,28 +250,27 @@ impl Drop for SharedGuest<'_> {
     }
 }
 
-#[inline]
-fn within_one_frame(gpa: u64, len: usize) -> bool {
-    len <= FRAME_SIZE && (gpa % FRAME_SIZE as u64) + len as u64 <= FRAME_SIZE as u64
-}
-
 impl Guest for SharedGuest<'_> {
     #[inline]
     fn read_physical(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         *self.counts.reads.get_mut() += 1;
-        if !within_one_frame(gpa, buf.len()) {
-            return Err(MemoryError::NoAccess);
-        }
-        self.memory.read(gpa, buf)
+        let ptr = (self.memory)
+            .frame_host(gpa, buf.len())
+            .ok_or(MemoryError::NoAccess)?;
+        // SAFETY: ptr covers buf.len() bytes of the live mapping.
+        unsafe { atomic_read(ptr, buf) };
+        Ok(())
     }
 
     #[inline]
     fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
         *self.counts.writes.get_mut() += 1;
-        if !within_one_frame(gpa, data.len()) {
-            return Err(MemoryError::NoAccess);
-        }
-        self.memory.write(gpa, data)
+        let ptr = (self.memory)
+            .frame_host(gpa, data.len())
+            .ok_or(MemoryError::NoAccess)?;
+        // SAFETY: ptr covers data.len() bytes of the live mapping.
+        unsafe { atomic_write(ptr, data) };
+        Ok(())
     }
 
     fn compare_exchange(
