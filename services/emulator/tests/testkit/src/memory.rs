@@ -23,6 +23,15 @@ pub const FRAME_SIZE: usize = 4096;
 /// A block of guest-physical memory starting at guest-physical address 0.
 pub struct GuestMemory {
     fd: libc::c_int,
+    mapping: Mapping,
+}
+
+/// Where the memory is mapped (its size a whole number of frames).
+/// [`SharedGuest`] holds a copy: reached through its reference to the
+/// memory, the base and size were one load more an access (5 instructions
+/// an emulated MOV).
+#[derive(Clone, Copy)]
+struct Mapping {
     base: *mut u8,
     size: usize,
 }
@@ -58,49 +67,24 @@ impl GuestMemory {
         assert_ne!(base, libc::MAP_FAILED, "mmap of guest memory failed");
         GuestMemory {
             fd,
-            base: base.cast(),
-            size,
+            mapping: Mapping {
+                base: base.cast(),
+                size,
+            },
         }
     }
 
     pub fn size(&self) -> u64 {
-        self.size as u64
-    }
-
-    /// A host pointer to `len` bytes at `gpa`, if they are inside the memory.
-    #[inline]
-    fn host(&self, gpa: u64, len: usize) -> Option<*mut u8> {
-        let end = gpa.checked_add(len as u64)?;
-        if end > self.size as u64 {
-            return None;
-        }
-        // SAFETY: gpa + len <= size, so the pointer stays inside the mapping.
-        Some(unsafe { self.base.add(gpa as usize) })
-    }
-
-    /// A host pointer to `len` bytes at `gpa`, if they lie in one frame
-    /// inside the memory. One bounds check: an access within a frame ends
-    /// by the frame's end, and the memory is whole frames, so the start
-    /// being inside it is enough (and an empty access may also sit at the
-    /// very end, as for `host`). `within_one_frame` and then `host`, with
-    /// its overflow check, cost 3 to 8 instructions more an access.
-    #[inline]
-    fn frame_host(&self, gpa: u64, len: usize) -> Option<*mut u8> {
-        let size = self.size as u64;
-        // No overflow: a slice is shorter than `isize::MAX` bytes.
-        let in_frame = gpa % FRAME_SIZE as u64 + len as u64 <= FRAME_SIZE as u64;
-        if !in_frame || !(gpa < size || (len == 0 && gpa == size)) {
-            return None;
-        }
-        // SAFETY: gpa + len lies within gpa's frame, which is inside the
-        // mapping (or len is 0 and gpa its end).
-        Some(unsafe { self.base.add(gpa as usize) })
+        self.mapping.size as u64
     }
 
     /// Reads bytes at `gpa` (any length, any alignment, may cross frames).
     #[inline]
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let ptr = self.host(gpa, buf.len()).ok_or(MemoryError::NoAccess)?;
+        let ptr = self
+            .mapping
+            .host(gpa, buf.len())
+            .ok_or(MemoryError::NoAccess)?;
         // SAFETY: ptr covers buf.len() bytes of the live mapping.
         unsafe { atomic_read(ptr, buf) };
         Ok(())
@@ -109,7 +93,10 @@ impl GuestMemory {
     /// Writes bytes at `gpa` (any length, any alignment, may cross frames).
     #[inline]
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let ptr = self.host(gpa, data.len()).ok_or(MemoryError::NoAccess)?;
+        let ptr = self
+            .mapping
+            .host(gpa, data.len())
+            .ok_or(MemoryError::NoAccess)?;
         // SAFETY: ptr covers data.len() bytes of the live mapping.
         unsafe { atomic_write(ptr, data) };
         Ok(())
@@ -150,12 +137,44 @@ impl GuestMemory {
     }
 }
 
+impl Mapping {
+    /// A host pointer to `len` bytes at `gpa`, if they are inside the memory.
+    #[inline]
+    fn host(&self, gpa: u64, len: usize) -> Option<*mut u8> {
+        let end = gpa.checked_add(len as u64)?;
+        if end > self.size as u64 {
+            return None;
+        }
+        // SAFETY: gpa + len <= size, so the pointer stays inside the mapping.
+        Some(unsafe { self.base.add(gpa as usize) })
+    }
+
+    /// A host pointer to `len` bytes at `gpa`, if they lie in one frame
+    /// inside the memory. One bounds check: an access within a frame ends
+    /// by the frame's end, and the memory is whole frames, so the start
+    /// being inside it is enough (and an empty access may also sit at the
+    /// very end, as for `host`). `within_one_frame` and then `host`, with
+    /// its overflow check, cost 3 to 8 instructions more an access.
+    #[inline]
+    fn frame_host(&self, gpa: u64, len: usize) -> Option<*mut u8> {
+        let size = self.size as u64;
+        // No overflow: a slice is shorter than `isize::MAX` bytes.
+        let in_frame = gpa % FRAME_SIZE as u64 + len as u64 <= FRAME_SIZE as u64;
+        if !in_frame || !(gpa < size || (len == 0 && gpa == size)) {
+            return None;
+        }
+        // SAFETY: gpa + len lies within gpa's frame, which is inside the
+        // mapping (or len is 0 and gpa its end).
+        Some(unsafe { self.base.add(gpa as usize) })
+    }
+}
+
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: base/size is the mapping made in `new`; nothing borrows it
         // any more (SharedGuest borrows self).
         unsafe {
-            libc::munmap(self.base.cast(), self.size);
+            libc::munmap(self.mapping.base.cast(), self.mapping.size);
             libc::close(self.fd);
         }
     }
@@ -176,6 +195,8 @@ pub struct AccessCounts {
 /// One thread's door to [`GuestMemory`]: implements `emulator::Guest`.
 pub struct SharedGuest<'a> {
     memory: &'a GuestMemory,
+    /// The memory's mapping (see [`Mapping`]).
+    mapping: Mapping,
     /// Two reserved pages where a frame pair is mapped for a split access.
     window: *mut u8,
     /// The frame pair currently mapped in the window.
@@ -199,6 +220,7 @@ impl<'a> SharedGuest<'a> {
         assert_ne!(window, libc::MAP_FAILED, "mmap of the split window failed");
         SharedGuest {
             memory,
+            mapping: memory.mapping,
             window: window.cast(),
             window_frames: None,
             counts: AccessCounts::default(),
@@ -217,7 +239,7 @@ impl<'a> SharedGuest<'a> {
         }
         for (slot, frame) in [first, second].into_iter().enumerate() {
             if !frame.is_multiple_of(FRAME_SIZE as u64)
-                || self.memory.host(frame, FRAME_SIZE).is_none()
+                || self.mapping.host(frame, FRAME_SIZE).is_none()
             {
                 return Err(MemoryError::NoAccess);
             }
@@ -254,7 +276,7 @@ impl Guest for SharedGuest<'_> {
     #[inline]
     fn read_physical(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         *self.counts.reads.get_mut() += 1;
-        let ptr = (self.memory)
+        let ptr = (self.mapping)
             .frame_host(gpa, buf.len())
             .ok_or(MemoryError::NoAccess)?;
         // SAFETY: ptr covers buf.len() bytes of the live mapping.
@@ -265,7 +287,7 @@ impl Guest for SharedGuest<'_> {
     #[inline]
     fn write_physical(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
         *self.counts.writes.get_mut() += 1;
-        let ptr = (self.memory)
+        let ptr = (self.mapping)
             .frame_host(gpa, data.len())
             .ok_or(MemoryError::NoAccess)?;
         // SAFETY: ptr covers data.len() bytes of the live mapping.
@@ -293,7 +315,7 @@ impl Guest for SharedGuest<'_> {
         }
         let ptr = if usize::from(offset) + width <= FRAME_SIZE {
             let gpa = pages[0] + u64::from(offset);
-            self.memory.host(gpa, width).ok_or(MemoryError::NoAccess)?
+            self.mapping.host(gpa, width).ok_or(MemoryError::NoAccess)?
         } else {
             *self.counts.split_compare_exchanges.get_mut() += 1;
             let window = self.map_window(pages[0], pages[1])?;
