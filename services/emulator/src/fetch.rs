@@ -80,15 +80,21 @@ impl<G: Guest> Machine<'_, G> {
             // Used where it was made: moving the decoder (nearly 400 bytes)
             // out of the `Result` is a memcpy that costs as much as the
             // decoding of a short instruction. It fails only for a
-            // bitness other than 16, 32 or 64.
-            let mut made = Decoder::try_with_ip(bitness, data, ip, DecoderOptions::NONE);
-            let decoder = made.as_mut().map_err(|_| Fault::Unsupported("code size"))?;
-            decoder.decode_out(instruction);
+            // bitness other than 16, 32 or 64. Dropped before the result is
+            // looked at: dropped on the way out of the loop, the test of its
+            // variant (an error owns a string) sat between the decoding and
+            // the branches on its result, which then merged into one value
+            // that `run` matched again (8 instructions an emulated MOV).
+            let more_possible = {
+                let mut made = Decoder::try_with_ip(bitness, data, ip, DecoderOptions::NONE);
+                let decoder = made.as_mut().map_err(|_| Fault::Unsupported("code size"))?;
+                decoder.decode_out(instruction);
+                decoder.last_error() == DecoderError::NoMoreBytes
+            };
             if !instruction.is_invalid() {
                 self.note_linear_range(linear, instruction.len() as u64);
                 return Ok(fetched);
             }
-            let more_possible = decoder.last_error() == DecoderError::NoMoreBytes;
             if !more_possible {
                 return Err(FetchError::Undecodable(fetched));
             }
