@@ -261,7 +261,6 @@ fn run(
             });
         }
     };
-    let length = instruction.len().min(fetched);
     let progress = ops::execute(&mut machine, &instruction)
         .and_then(|progress| machine.require_linear_confirmed().map(|()| progress));
     match progress {
@@ -274,7 +273,12 @@ fn run(
             };
             retired(regs, rip)
         }
-        Err(fault) => outcome_of(fault, bytes, length, Some(instruction.code())),
+        // The length only here: worked out before `execute`, it was kept
+        // in a register or on the stack across it (5 instructions a MOV).
+        Err(fault) => {
+            let length = instruction.len().min(fetched);
+            outcome_of(fault, bytes, length, Some(instruction.code()))
+        }
     }
 }
 
