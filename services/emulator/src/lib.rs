@@ -290,16 +290,21 @@ fn retired(regs: &Registers, rip: u64) -> Outcome {
         rflags: regs.rflags & !rflags::RF,
         vector_mask: 0,
         vector: [0; 32],
-        segment: regs.segment_load,
+        segment: None,
     });
     // The registers are copied in last, straight into the outcome: built
     // in one literal, they went through a temporary whose 16-byte stores
     // the 64-byte loads of the copy into the outcome (a memcpy call) could
     // not forward from, which cost about 5% of an emulated MOV. The vector
     // register likewise: chosen before the literal, it was zeroed on the
-    // stack and copied (4 instructions a MOV).
+    // stack and copied (4 instructions a MOV). A segment load, rare, is
+    // copied only when there is one (its 40 bytes copied whole cost 3
+    // instructions a MOV).
     if let Outcome::Retired(retired) = &mut outcome {
         retired.gprs = regs.gprs;
+        if regs.segment_load.is_some() {
+            retired.segment = regs.segment_load;
+        }
         if let Some((index, value)) = regs.vector_write
             && index < 16
         {
