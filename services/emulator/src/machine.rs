@@ -91,7 +91,7 @@ impl<'a, G: Guest> Machine<'a, G> {
         config: &'a EmulatorConfig,
         memo: Option<&'a mut WalkMemo>,
     ) -> Machine<'a, G> {
-        let mode = Mode::of(exit);
+        let (mode, cpl) = Mode::of(exit);
         let state = &exit.state;
         let paging = PagingContext::new(
             &ControlState {
@@ -111,7 +111,7 @@ impl<'a, G: Guest> Machine<'a, G> {
             config,
             regs: Registers::from_exit(exit),
             mode,
-            cpl: mode.cpl(exit),
+            cpl,
             linear_confirmed: exit.qualification & ept_qualification::GUEST_LINEAR_VALID == 0,
             translations: TranslationCache::EMPTY,
             walks: WalkCache::with_memo(memo),
