@@ -9,6 +9,7 @@ mod instructions;
 mod locked;
 mod modes;
 mod paging;
+mod registers;
 mod robustness;
 mod segment_loads;
 mod segment_pointers;
