@@ -34,7 +34,7 @@ use fault::Fault;
 use fetch::{FetchError, MAX_INSTRUCTION_LEN};
 use machine::Machine;
 use ops::Progress;
-use paging::WalkMemo;
+use paging::{PhysicalMasks, WalkMemo};
 use state::{Mode, Registers, rflags};
 
 pub use iced_x86::Code;
@@ -183,6 +183,8 @@ impl Default for EmulatorConfig {
 #[derive(Clone, Debug)]
 pub struct Emulator {
     config: EmulatorConfig,
+    /// The masks of `config.physical_address_bits`.
+    physical: PhysicalMasks,
     walks: WalkMemo,
 }
 
@@ -197,6 +199,7 @@ impl Emulator {
     pub const fn new(config: EmulatorConfig) -> Emulator {
         Emulator {
             config,
+            physical: PhysicalMasks::new(config.physical_address_bits),
             walks: WalkMemo::EMPTY,
         }
     }
@@ -204,7 +207,13 @@ impl Emulator {
     /// Emulates the instruction at the guest's RIP described by `exit` (see
     /// [`emulate_with`]).
     pub fn emulate(&mut self, guest: &mut impl Guest, exit: &ExitMessage) -> Outcome {
-        run(guest, exit, &self.config, Some(&mut self.walks))
+        run(
+            guest,
+            exit,
+            &self.config,
+            &self.physical,
+            Some(&mut self.walks),
+        )
     }
 }
 
@@ -228,7 +237,8 @@ pub fn emulate_with(
     exit: &ExitMessage,
     config: &EmulatorConfig,
 ) -> Outcome {
-    run(guest, exit, config, None)
+    let physical = PhysicalMasks::new(config.physical_address_bits);
+    run(guest, exit, config, &physical, None)
 }
 
 // Not inlined into the callers: the outcome is then built straight into
@@ -239,9 +249,10 @@ fn run(
     guest: &mut impl Guest,
     exit: &ExitMessage,
     config: &EmulatorConfig,
+    physical: &PhysicalMasks,
     walks: Option<&mut WalkMemo>,
 ) -> Outcome {
-    let mut machine = Machine::new(guest, exit, config, walks);
+    let mut machine = Machine::new(guest, exit, config, physical, walks);
     let mut bytes = [0; MAX_INSTRUCTION_LEN];
     let mut instruction = Instruction::default();
     let fetched = match machine.fetch_and_decode(&mut bytes, &mut instruction) {

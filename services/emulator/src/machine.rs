@@ -6,7 +6,8 @@ use crate::EmulatorConfig;
 use crate::Guest;
 use crate::fault::Fault;
 use crate::paging::{
-    AccessKind, ControlState, PagingContext, WalkCache, WalkMemo, translate, translate_in_table,
+    AccessKind, ControlState, PagingContext, PhysicalMasks, WalkCache, WalkMemo, translate,
+    translate_in_table,
 };
 use crate::state::{Mode, Registers, rflags};
 use abi::ExitMessage;
@@ -83,12 +84,14 @@ impl TranslationCache {
 }
 
 impl<'a, G: Guest> Machine<'a, G> {
-    /// The context of one instruction; walks are recalled from and
-    /// remembered in `memo` when there is one.
+    /// The context of one instruction, for `config` and its `physical`
+    /// masks; walks are recalled from and remembered in `memo` when there
+    /// is one.
     pub(crate) fn new(
         guest: &'a mut G,
         exit: &'a ExitMessage,
         config: &'a EmulatorConfig,
+        physical: &PhysicalMasks,
         memo: Option<&'a mut WalkMemo>,
     ) -> Machine<'a, G> {
         let (mode, cpl) = Mode::of(exit);
@@ -102,7 +105,7 @@ impl<'a, G: Guest> Machine<'a, G> {
                 pkru: state.pkru,
             },
             state.rflags & rflags::AC != 0,
-            config.physical_address_bits,
+            physical,
             config.page_walk_attempts,
         );
         Machine {

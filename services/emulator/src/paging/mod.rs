@@ -42,14 +42,14 @@ pub(crate) struct PagingContext {
 
 impl PagingContext {
     /// The context of the guest's CR0, CR3, CR4, EFER, PKRU and RFLAGS.AC,
-    /// for a CPU with `physical_bits` of physical address. Inlined, so that
-    /// the fields are stored where they stay: copied out of a returned
-    /// temporary, their narrow stores stalled the wide loads of the copy.
+    /// for a CPU of `physical` address bits. Inlined, so that the fields
+    /// are stored where they stay: copied out of a returned temporary,
+    /// their narrow stores stalled the wide loads of the copy.
     #[inline(always)]
     pub(crate) fn new(
         control: &ControlState,
         alignment_flag: bool,
-        physical_bits: u8,
+        physical: &PhysicalMasks,
         attempts: u32,
     ) -> PagingContext {
         let format = if control.cr4 & control::CR4_PAE == 0 {
@@ -62,10 +62,8 @@ impl PagingContext {
             Format::Level4
         };
         let nxe = control.efer & control::EFER_NXE != 0;
-        let physical_bits = u32::from(physical_bits).clamp(32, 52);
-        let address_mask = ((1u64 << physical_bits) - 1) & !0xfff;
-        // Bits between MAXPHYADDR and bit 51 are reserved in every entry.
-        let mut always_reserved = ((1u64 << 52) - 1) & !((1u64 << physical_bits) - 1);
+        let address_mask = physical.address_mask;
+        let mut always_reserved = physical.reserved;
         if format == Format::Pae {
             always_reserved |= 0x7ff0_0000_0000_0000;
         }
@@ -107,6 +105,37 @@ impl PagingContext {
     /// MAXPHYADDR, clamped to 32..=52 (the highest address bit), for PSE-36.
     fn physical_bits(&self) -> u32 {
         u64::BITS - self.address_mask.leading_zeros()
+    }
+}
+
+/// The masks of MAXPHYADDR, which comes from the configuration: worked
+/// out once for an [`crate::Emulator`], not for every instruction (from
+/// the clamped address bits in every `PagingContext::new`, they cost 15
+/// more instructions an emulated MOV).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PhysicalMasks {
+    /// The address bits of an entry of the wide formats.
+    address_mask: u64,
+    /// The bits between MAXPHYADDR and bit 51, reserved in every entry.
+    reserved: u64,
+}
+
+impl PhysicalMasks {
+    /// The masks of a CPU with `physical_bits` of physical address
+    /// (clamped to 32..=52).
+    pub(crate) const fn new(physical_bits: u8) -> PhysicalMasks {
+        let physical_bits = if physical_bits < 32 {
+            32
+        } else if physical_bits > 52 {
+            52
+        } else {
+            physical_bits
+        };
+        let below = (1u64 << physical_bits) - 1;
+        PhysicalMasks {
+            address_mask: below & !0xfff,
+            reserved: ((1u64 << 52) - 1) & !below,
+        }
     }
 }
 

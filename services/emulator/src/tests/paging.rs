@@ -337,7 +337,9 @@ fn accessed_bit_race_is_retried_inside_the_walk() {
 
 #[test]
 fn implicit_supervisor_accesses_ignore_rflags_ac_under_smap() {
-    use crate::paging::{AccessKind, ControlState, PagingContext, WalkCache, translate};
+    use crate::paging::{
+        AccessKind, ControlState, PagingContext, PhysicalMasks, WalkCache, translate,
+    };
     let (mut guest, exit, _) = bench(Format::Level4, RW | US, &[0x8b, 0x03]);
     let control = ControlState {
         cr0: exit.state.cr0,
@@ -346,7 +348,7 @@ fn implicit_supervisor_accesses_ignore_rflags_ac_under_smap() {
         efer: exit.state.efer,
         pkru: 0,
     };
-    let ctx = PagingContext::new(&control, true, 52, 1);
+    let ctx = PagingContext::new(&control, true, &PhysicalMasks::new(52), 1);
     let explicit = AccessKind::data(false, 0);
     let implicit = AccessKind::implicit_supervisor(false);
     let mut cache = WalkCache::default();
