@@ -39,15 +39,16 @@ impl<G: Guest> Machine<'_, G> {
         bytes: &mut [u8; MAX_INSTRUCTION_LEN],
         instruction: &mut Instruction,
     ) -> Result<usize, FetchError> {
-        let bitness = self.mode.bitness(self.exit);
         let cs = self.exit.state.segments[Segment::Cs as usize];
         // In 64-bit mode CS has no base and no limit: RIP is the linear
-        // address, once it is canonical.
-        let (ip, linear, available) = if self.mode == Mode::Long {
+        // address, once it is canonical. (The code size told with the
+        // mode: from `Mode::bitness` before it, 7 instructions more a
+        // store MOV.)
+        let (bitness, ip, linear, available) = if self.mode == Mode::Long {
             if !is_canonical(self.exit, self.regs.rip) {
                 return Err(Fault::gp0().into());
             }
-            (self.regs.rip, self.regs.rip, MAX_INSTRUCTION_LEN)
+            (64, self.regs.rip, self.regs.rip, MAX_INSTRUCTION_LEN)
         } else {
             let ip = self.regs.rip & 0xffff_ffff;
             let limit = u64::from(cs.limit);
@@ -63,7 +64,7 @@ impl<G: Guest> Machine<'_, G> {
                 1,
                 SegmentAccess::Execute,
             )?;
-            (ip, linear, room)
+            (self.mode.bitness(self.exit), ip, linear, room)
         };
         let kind = AccessKind::fetch(self.cpl);
         let first_room = (4096 - (linear & 0xfff)) as usize;
