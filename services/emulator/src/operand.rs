@@ -89,8 +89,14 @@ impl<G: Guest> Machine<'_, G> {
     }
 
     /// The value of a GPR in an address and the mask of its width.
+    // A 64-bit register first, whole: through `GprSlot` it was shifted and
+    // masked by the slot's values, which the paths merged into.
     #[inline]
     fn address_register(&self, reg: Register) -> Option<(u64, u64)> {
+        if reg.is_gpr64() {
+            let value = *self.regs.gprs.get(reg as usize - Register::RAX as usize)?;
+            return Some((value, u64::MAX));
+        }
         let slot = GprSlot::of(reg)?;
         let value = (*self.regs.gprs.get(slot.index)? >> slot.shift) & slot.mask;
         Some((value, slot.mask))
