@@ -489,6 +489,9 @@ unsafe fn write_bytes(ptr: *mut u8, data: &[u8]) {
 
 /// One locked compare-exchange of `expected.len()` (1, 2, 4, 8 or 16) bytes
 /// at `ptr`, which may be misaligned (except for 16) and may cross a page.
+/// The width is matched once, each arm a compare-exchange of its own:
+/// matched again for each operand, the result and the instruction, it
+/// cost 25 instructions a locked XADD.
 ///
 /// # Safety
 /// `ptr` must be valid for `expected.len()` bytes; 16-aligned for 16.
@@ -498,6 +501,37 @@ unsafe fn locked_compare_exchange(
     new: &[u8],
     current: &mut [u8],
 ) -> bool {
+    // SAFETY: (all arms) the caller's, for the width.
+    unsafe {
+        match expected.len() {
+            1 => compare_exchange_width::<1>(ptr, expected, new, current),
+            2 => compare_exchange_width::<2>(ptr, expected, new, current),
+            4 => compare_exchange_width::<4>(ptr, expected, new, current),
+            8 => compare_exchange_width::<8>(ptr, expected, new, current),
+            _ => compare_exchange_width::<16>(ptr, expected, new, current),
+        }
+    }
+}
+
+/// [`locked_compare_exchange`] of `N` (1, 2, 4, 8 or 16) bytes: `expected`,
+/// `new` and `current` are that long.
+///
+/// # Safety
+/// As for [`locked_compare_exchange`], with `N` bytes.
+#[inline(always)]
+unsafe fn compare_exchange_width<const N: usize>(
+    ptr: *mut u8,
+    expected: &[u8],
+    new: &[u8],
+    current: &mut [u8],
+) -> bool {
+    let (Some(expected), Some(new), Some(current)) = (
+        expected.first_chunk::<N>(),
+        new.first_chunk::<N>(),
+        current.first_chunk_mut::<N>(),
+    ) else {
+        return false;
+    };
     let (expected_lo, expected_hi) = words(expected);
     let (new_lo, new_hi) = words(new);
     let stored: u8;
@@ -510,7 +544,7 @@ unsafe fn locked_compare_exchange(
     // `reg` operand may be given rbx itself (fat LTO did), which the swap
     // and the restore would overwrite.
     unsafe {
-        match expected.len() {
+        match N {
             1 => core::arch::asm!(
                 "lock cmpxchg byte ptr [{ptr}], {new}",
                 "sete {stored}",
@@ -570,6 +604,7 @@ unsafe fn locked_compare_exchange(
 /// little-endian value, each taken with one load of its width: copied
 /// through zeroed 16-byte buffers, the operands and the result were three
 /// `memcpy` calls (50 instructions a locked XADD).
+#[inline(always)]
 fn words(bytes: &[u8]) -> (u64, u64) {
     let low = match bytes.len() {
         1 => bytes.first().copied().map(u64::from),
@@ -594,6 +629,7 @@ fn words(bytes: &[u8]) -> (u64, u64) {
 
 /// Stores the low `out.len()` (1, 2, 4, 8 or 16) bytes of the value whose
 /// words are `low` and `high`, each part with one store (see `words`).
+#[inline(always)]
 fn put_words(out: &mut [u8], low: u64, high: u64) {
     match out.len() {
         1 => out.copy_from_slice(&[low as u8]),
