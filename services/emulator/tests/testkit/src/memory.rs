@@ -271,6 +271,20 @@ impl<'a> SharedGuest<'a> {
         self.window_frames = Some([first, second]);
         Ok(self.window)
     }
+
+    /// Where a compare-exchange at `offset` in frame `pages[0]` that runs
+    /// into frame `pages[1]` is made: the window, with the two frames
+    /// mapped in it. Cold and out of line: inlined, its mapping calls made
+    /// every compare-exchange save and restore six registers.
+    #[cold]
+    #[inline(never)]
+    fn split_window(&mut self, pages: [u64; 2], offset: u16) -> Result<*mut u8, MemoryError> {
+        *self.counts.split_compare_exchanges.get_mut() += 1;
+        let window = self.map_window(pages[0], pages[1])?;
+        // SAFETY: offset < 4096, and a compare-exchange is at most 16
+        // bytes: inside the window.
+        Ok(unsafe { window.add(usize::from(offset)) })
+    }
 }
 
 impl Drop for SharedGuest<'_> {
@@ -322,13 +336,13 @@ impl Guest for SharedGuest<'_> {
             return Err(MemoryError::NoAccess);
         }
         let ptr = if usize::from(offset) + width <= FRAME_SIZE {
+            // Within the first frame: one bounds check (see `frame_host`).
             let gpa = pages[0] + u64::from(offset);
-            self.mapping.host(gpa, width).ok_or(MemoryError::NoAccess)?
+            (self.mapping)
+                .frame_host(gpa, width)
+                .ok_or(MemoryError::NoAccess)?
         } else {
-            *self.counts.split_compare_exchanges.get_mut() += 1;
-            let window = self.map_window(pages[0], pages[1])?;
-            // SAFETY: offset < 4096 and offset + width <= 8192: inside the window.
-            unsafe { window.add(usize::from(offset)) }
+            self.split_window(pages, offset)?
         };
         // CMPXCHG16B faults on a misaligned operand; the CPU offers no
         // misaligned 16-byte atomic, and neither does this test guest.
