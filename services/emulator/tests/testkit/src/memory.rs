@@ -505,10 +505,14 @@ unsafe fn write_bytes(ptr: *mut u8, data: &[u8]) {
 /// at `ptr`, which may be misaligned (except for 16) and may cross a page.
 /// The width is matched once, each arm a compare-exchange of its own:
 /// matched again for each operand, the result and the instruction, it
-/// cost 25 instructions a locked XADD.
+/// cost 25 instructions a locked XADD. Always inline (its one caller is
+/// `compare_exchange`): called, its seven arguments were moved into place
+/// (one through the stack) and the caller kept a frame for the call (18
+/// instructions a locked XADD).
 ///
 /// # Safety
 /// `ptr` must be valid for `expected.len()` bytes; 16-aligned for 16.
+#[inline(always)]
 unsafe fn locked_compare_exchange(
     ptr: *mut u8,
     expected: &[u8],
