@@ -249,7 +249,29 @@ impl<G: Guest> Machine<'_, G> {
     }
 
     /// Reads a little-endian value of `span.len` (at most 8) bytes.
+    // Within one frame, 4 and 8 bytes are read with their length known,
+    // inline, so the guest's read folds to one access of that width; the
+    // rest out of line. Through `read_span`, with the length not known,
+    // the guest's read was called and matched on it.
+    #[inline]
     pub(crate) fn read_value(&mut self, span: &Span) -> Result<u64, Fault> {
+        if span.first_len >= span.len {
+            match span.len {
+                4 => {
+                    return Ok(u64::from(u32::from_le_bytes(
+                        self.read_sized(span.first_gpa)?,
+                    )));
+                }
+                8 => return Ok(u64::from_le_bytes(self.read_sized(span.first_gpa)?)),
+                _ => {}
+            }
+        }
+        self.read_value_spanned(span)
+    }
+
+    /// `read_value` through `read_span`.
+    #[inline(never)]
+    fn read_value_spanned(&mut self, span: &Span) -> Result<u64, Fault> {
         let mut bytes = [0u8; 8];
         if span.len > 8 {
             return Err(Fault::Unsupported("scalar wider than 8 bytes"));
@@ -266,6 +288,13 @@ impl<G: Guest> Machine<'_, G> {
             4 => u64::from(u32::from_le_bytes(*bytes.first_chunk().unwrap_or(&[0; 4]))),
             _ => u64::from_le_bytes(bytes),
         })
+    }
+
+    /// Reads `N` bytes at `gpa`, within one frame.
+    fn read_sized<const N: usize>(&mut self, gpa: u64) -> Result<[u8; N], Fault> {
+        let mut bytes = [0u8; N];
+        self.guest.read_physical(gpa, &mut bytes)?;
+        Ok(bytes)
     }
 
     /// Writes the low `span.len` (at most 8) bytes of `value`.
