@@ -298,9 +298,28 @@ impl<G: Guest> Machine<'_, G> {
     }
 
     /// Writes the low `span.len` (at most 8) bytes of `value`.
+    // As in `read_value`, 4 and 8 bytes within one frame are written with
+    // their length known. Always inline, the other lengths included (out
+    // of line: a store MOV 5 instructions more, a locked XADD 6 fewer);
+    // left to the compiler, it was called (a store MOV 23 more).
+    #[inline(always)]
     pub(crate) fn write_value(&mut self, span: &Span, value: u64) -> Result<(), Fault> {
+        if span.first_len >= span.len {
+            match span.len {
+                4 => return self.write_sized(span.first_gpa, (value as u32).to_le_bytes()),
+                8 => return self.write_sized(span.first_gpa, value.to_le_bytes()),
+                _ => {}
+            }
+        }
         let bytes = value.to_le_bytes();
         self.write_span(span, &bytes)
+    }
+
+    /// Writes `data` at `gpa`, within one frame.
+    fn write_sized<const N: usize>(&mut self, gpa: u64, data: [u8; N]) -> Result<(), Fault> {
+        self.require_linear_confirmed()?;
+        self.guest.write_physical(gpa, &data)?;
+        Ok(())
     }
 
     /// Replaces `old` with `new` (low `span.len` bytes, at most 8) atomically.
