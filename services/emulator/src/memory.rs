@@ -252,8 +252,11 @@ impl<G: Guest> Machine<'_, G> {
     // Within one frame, 4 and 8 bytes are read with their length known,
     // inline, so the guest's read folds to one access of that width; the
     // rest out of line. Through `read_span`, with the length not known,
-    // the guest's read was called and matched on it.
-    #[inline]
+    // the guest's read was called and matched on it. Always inline: called
+    // from the memory operand's read, its Result came back through memory
+    // (with the test guest's 4-byte fix, load MOV 37.7 -> 37.3 ns, medians;
+    // 850.7 -> 842.7 instructions).
+    #[inline(always)]
     pub(crate) fn read_value(&mut self, span: &Span) -> Result<u64, Fault> {
         if span.first_len >= span.len {
             match span.len {

@@ -458,6 +458,14 @@ fn store_bytes(buf: &mut [u8], value: u128) {
                 *last = tail.to_le_bytes();
             }
         }
+        // Four bytes as one u32: byte by byte, the aligned read's u32 and
+        // this one met as pieces, rejoined by 5 instructions on every 4-byte
+        // read's path (load MOV 6 instructions, REP MOVSD 10 an iteration).
+        _ if len == 4 => {
+            if let Some(word) = buf.first_chunk_mut::<4>() {
+                *word = (value as u32).to_le_bytes();
+            }
+        }
         _ => {
             for (byte, source) in buf.iter_mut().zip(value.to_le_bytes()) {
                 *byte = source;
