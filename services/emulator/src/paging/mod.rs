@@ -286,10 +286,9 @@ struct CachedTable {
 /// For a region whose page table this instruction has not reached: its
 /// callers are the instruction's first translation (the fetch) and
 /// [`translate_in_table`]'s misses, so this instruction's table is not
-/// looked at again (2 instructions an emulated MOV). Always inlined, with the memo's recall: it has two callers (the
-/// instruction fetch and the translation cache's misses), and left to the
-/// compiler, `table_for` or the recall became calls of their own, 15 to
-/// 27 more instructions per emulated MOV.
+/// looked at again (2 instructions an emulated MOV). Always inlined, with
+/// the memo's recall: left to the compiler, `table_for` or the recall
+/// became calls of their own, 15 to 27 more instructions per emulated MOV.
 #[inline(always)]
 pub(crate) fn translate<G: Guest>(
     guest: &mut G,
@@ -304,11 +303,7 @@ pub(crate) fn translate<G: Guest>(
     let Some(table) = cache.table_for(guest, ctx, linear) else {
         return translate_from_root(guest, ctx, linear, kind, cache);
     };
-    let walked = walk_from_table(guest, ctx, linear, table, &mut Unrecorded);
-    match standing(walked, ctx, kind, linear)? {
-        Some(leaf) => Ok(leaf.physical),
-        None => translate_setting_accessed_dirty(guest, ctx, linear, kind, cache),
-    }
+    translate_from_table(guest, ctx, linear, kind, table, cache)
 }
 
 /// [`translate`] when this instruction's page table maps `linear`'s region
@@ -325,12 +320,25 @@ pub(crate) fn translate_in_table<G: Guest>(
     // No CR0.PG test: only a walk caches a table, and there are walks only
     // with paging on (2 instructions a data access).
     let table = cache.table.filter(|table| table.region == linear >> 21)?;
+    Some(translate_from_table(guest, ctx, linear, kind, table, cache))
+}
+
+/// The walk from `table`, the page table of `linear`'s region, for both
+/// callers above.
+#[inline(always)]
+fn translate_from_table<G: Guest>(
+    guest: &mut G,
+    ctx: &PagingContext,
+    linear: u64,
+    kind: AccessKind,
+    table: CachedTable,
+    cache: &mut WalkCache,
+) -> Result<u64, Fault> {
     let walked = walk_from_table(guest, ctx, linear, table, &mut Unrecorded);
-    Some(match standing(walked, ctx, kind, linear) {
-        Ok(Some(leaf)) => Ok(leaf.physical),
-        Ok(None) => translate_setting_accessed_dirty(guest, ctx, linear, kind, cache),
-        Err(fault) => Err(fault),
-    })
+    match standing(walked, ctx, kind, linear)? {
+        Some(leaf) => Ok(leaf.physical),
+        None => translate_setting_accessed_dirty(guest, ctx, linear, kind, cache),
+    }
 }
 
 /// A walk from the root table, which records its entries for the memo. Out
